@@ -41,7 +41,8 @@ def start_until_ready(args: list[str], env: dict[str, str], workdir: Path,
         notify.bind(path)
         notify.settimeout(timeout)
         began = time.perf_counter()
-        proc = subprocess.Popen(args, env={**os.environ, **env, "NOTIFY_SOCKET": path},
+        full_env = {**os.environ, **env, "NOTIFY_SOCKET": path, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(args, env=full_env,
                                 cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while True:
             data = notify.recv(65536).decode()
