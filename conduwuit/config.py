@@ -38,6 +38,8 @@ from typing import Any, TypeGuard
 
 import attrs
 
+from conduwuit.protocol.ids import is_valid_server_name
+
 __all__ = [
     "BlurhashingConfig",
     "Config",
@@ -307,39 +309,6 @@ PROXY = Kind(
 
 # ---------------------------------------------------------------------------
 # Server names (used by check_config and by list validation).
-
-_DNS_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-def is_valid_server_name(name: str) -> bool:
-    """True if ``name`` is a Matrix server name: host (DNS name, IPv4, [IPv6]) plus optional port.
-
-    Kept here rather than imported from ``protocol`` so configuration errors are
-    reported before anything else is loaded.
-    """
-    host, port = name, ""
-    if name.startswith("["):
-        end = name.find("]")
-        host, port = name[1 : end if end > 0 else 0], name[end + 1 :] if end > 0 else ""
-        if end < 0 or (port and not port.startswith(":")):
-            return False
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            return False
-    else:
-        if name.count(":") > 1:
-            return False
-        host, _, port = name.partition(":")
-        port = f":{port}" if _ else ""
-        labels = host.split(".")
-        if not host or len(host) > 255 or not all(_DNS_NAME.fullmatch(x) for x in labels):
-            return False
-    if port:
-        digits = port[1:]
-        return digits.isdigit() and len(digits) <= 5 and 1 <= int(digits) <= 65535
-    return True
-
 
 # ---------------------------------------------------------------------------
 # Option declaration.

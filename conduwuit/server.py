@@ -9,6 +9,7 @@ nursery is cancelled (jobs stop), and finally the store is flushed and closed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from conduwuit.handlers.app import create_app
 from conduwuit.handlers.context import MatrixApp
 from conduwuit.handlers.middleware import ShieldFinalSend
 from conduwuit.listeners import hypercorn_config
+from conduwuit.nursery import last_seen
 from conduwuit.nursery.jobs import Supervisor
 from conduwuit.services import Services
 from conduwuit.store import Store, StoreOptions
@@ -80,6 +82,7 @@ class Server:
         try:
             self.services = Services.build(self.config, self.store, self.stopping)
             self.services.first_run.prepare()
+            self.services.registration.warn_forbidden_existing()
             try:
                 await self._run_nursery(began, task_status)
             except BaseExceptionGroup as group:
@@ -145,6 +148,10 @@ class Server:
         self._root.cancel_scope.cancel()
 
     async def _start_jobs(self) -> None:
+        assert self.services is not None
+        devices = self.services.devices
+        await self.supervisor.start_job("devices", "last-seen",
+                                        functools.partial(last_seen.run, devices))
         if self.notifier.watchdog_interval is not None:
             await self.supervisor.start_job("systemd", "watchdog", self.notifier.run_watchdog)
 

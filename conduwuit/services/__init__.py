@@ -8,8 +8,15 @@ import trio
 from conduwuit.config import Config
 from conduwuit.store import Store
 
+from .accounts import Accounts
+from .auth import Auth
+from .devices import Devices
 from .diagnostics import Diagnostics
 from .first_run import FirstRun
+from .login import Login
+from .passwords import Passwords
+from .registration import Registration
+from .uia import Uia
 from .users import Users
 
 
@@ -28,15 +35,34 @@ class Services:
     diagnostics: Diagnostics
     users: Users
     first_run: FirstRun
+    passwords: Passwords
+    devices: Devices
+    auth: Auth
+    uia: Uia
+    registration: Registration
+    login: Login
+    accounts: Accounts
 
     @classmethod
     def build(cls, config: Config, store: Store, stopping: trio.Event) -> Services:
-        users = Users(store)
+        users = Users(store, config.server_name)
+        first_run = FirstRun(store, users, config.allow_registration)
+        passwords = Passwords()
+        devices = Devices(store)
+        uia = Uia()
+        login = Login(config, users, devices, passwords)
         return cls(
             config=config,
             store=store,
             stopping=stopping,
             diagnostics=Diagnostics(),
             users=users,
-            first_run=FirstRun(store, users, config.allow_registration),
+            first_run=first_run,
+            passwords=passwords,
+            devices=devices,
+            auth=Auth(users, devices),
+            uia=uia,
+            registration=Registration(config, users, devices, passwords, uia, first_run),
+            login=login,
+            accounts=Accounts(users, devices, passwords, login),
         )

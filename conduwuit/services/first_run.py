@@ -54,6 +54,9 @@ class FirstRun:
         log.info("The first-run registration token has been used and is now invalid")
         return True
 
+    def pending(self) -> bool:
+        return self._stored() is not None
+
     def is_valid(self, token: str) -> bool:
         stored = self._stored()
         return stored is not None and hmac.compare_digest(stored.encode(), token.encode())
