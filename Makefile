@@ -28,6 +28,7 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.versions_rps
+	$(BIN)/python -m bench.accounts
 
 clean:
 	rm -rf $(VENV) build *.egg-info
