@@ -39,6 +39,7 @@ from typing import Any, TypeGuard
 import attrs
 
 from conduwuit.protocol.ids import is_valid_server_name
+from conduwuit.protocol.room_versions import DEFAULT_ROOM_VERSION, ROOM_VERSIONS
 
 __all__ = [
     "BlurhashingConfig",
@@ -604,10 +605,10 @@ class Config:
     )
     default_room_version: str = _field(
         "global",
-        "11",
+        DEFAULT_ROOM_VERSION,
         ROOM_VERSION,
-        "Room version for new rooms when the client does not ask for one. An integer is "
-        "accepted too.",
+        "Room version for new rooms when the client does not ask for one (any of 1-12; the "
+        "spec recommends 12). An integer is accepted too.",
     )
     allow_unstable_room_versions: bool = _field(
         "global",
@@ -2197,8 +2198,9 @@ def _inert_notes(config: Config, settings: Mapping[str, _Setting]) -> list[str]:
 # ---------------------------------------------------------------------------
 # Startup checks.
 
-_STABLE_ROOM_VERSIONS = {str(v) for v in range(6, 12)}
-_UNSTABLE_ROOM_VERSIONS = {str(v) for v in range(2, 6)}
+# Every spec room version (1-12) is stable; unstable ones would be MSC versions, none yet.
+_STABLE_ROOM_VERSIONS = set(ROOM_VERSIONS)
+_UNSTABLE_ROOM_VERSIONS: set[str] = set()
 _EXAMPLE_EMERGENCY_PASSWORD = "F670$2CP@Hw8mG7RY1$%!#Ic7YA"
 _OPEN_REGISTRATION_KEY = "yes_i_am_very_very_sure_i_want_an_open_registration_server_prone_to_abuse"
 

@@ -70,7 +70,7 @@ def test_embedded_default() -> None:
     assert config.allow_registration is False
     assert config.trusted_servers == ["matrix.org"]
     assert config.client_request_timeout == 180
-    assert config.default_room_version == "11"
+    assert config.default_room_version == "12"  # the spec recommends 12 for new rooms
     assert config.well_known.client is None
     assert config.blurhashing.components_x == 4
     assert check_config(config, in_container=False) == []
@@ -524,7 +524,6 @@ def test_other_refusals(tmp_path: Path) -> None:
     base = load(tmp_path).config
     cases: list[dict[str, Any]] = [
         {"default_room_version": "99"},
-        {"default_room_version": "3", "allow_unstable_room_versions": False},
         {"max_request_size": 1000},
         {"allow_local_presence": False},
         {"registration_token": ""},
