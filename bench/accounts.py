@@ -39,7 +39,9 @@ async def register(client: httpx.AsyncClient, name: str) -> None:
     first = await client.post("/_matrix/client/v3/register", json=body)
     auth = {"type": "m.login.registration_token", "token": TOKEN,
             "session": first.json()["session"]}
-    r = await client.post("/_matrix/client/v3/register", json={**body, "auth": auth})
+    await client.post("/_matrix/client/v3/register", json={**body, "auth": auth})
+    dummy = {"type": "m.login.dummy", "session": auth["session"]}
+    r = await client.post("/_matrix/client/v3/register", json={**body, "auth": dummy})
     r.raise_for_status()
 
 

@@ -39,7 +39,12 @@ async def register(client: httpx.AsyncClient, token: str = TOKEN, **body: Any) -
         return first
     session = first.json()["session"]
     auth = {"type": "m.login.registration_token", "token": token, "session": session}
-    return await client.post(f"{V3}/register", json={**body, "auth": auth})
+    second = await client.post(f"{V3}/register", json={**body, "auth": auth})
+    if second.status_code != 401 or "errcode" in second.json():
+        return second
+    assert second.json()["completed"] == ["m.login.registration_token"]
+    dummy = {"type": "m.login.dummy", "session": session}
+    return await client.post(f"{V3}/register", json={**body, "auth": dummy})
 
 
 async def test_flows_and_successful_registration(client: httpx.AsyncClient,
@@ -47,7 +52,7 @@ async def test_flows_and_successful_registration(client: httpx.AsyncClient,
     r = await client.post(f"{V3}/register", json={"username": "alice", "password": "pw"})
     assert r.status_code == 401
     body = r.json()
-    assert body["flows"] == [{"stages": ["m.login.registration_token"]}]
+    assert body["flows"] == [{"stages": ["m.login.registration_token", "m.login.dummy"]}]
     assert body["completed"] == [] and body["session"]
     r = await register(client, username="alice", initial_device_display_name="Phone")
     assert r.status_code == 200, r.text
@@ -75,8 +80,13 @@ async def test_bad_registration_token_keeps_the_session(client: httpx.AsyncClien
     assert r.json()["errcode"] == "M_FORBIDDEN" and r.json()["session"] == session
     r = await client.post(f"{V3}/register", json={
         "username": "carol", "password": "pw",
-        "auth": {"type": "m.login.dummy", "session": session}})
+        "auth": {"type": "m.login.password", "session": session}})
     assert (r.status_code, r.json()["errcode"]) == (401, "M_UNRECOGNIZED")
+    # The dummy stage alone completes no flow.
+    r = await client.post(f"{V3}/register", json={
+        "username": "carol", "password": "pw",
+        "auth": {"type": "m.login.dummy", "session": session}})
+    assert r.status_code == 401 and r.json()["completed"] == ["m.login.dummy"]
     r = await client.post(f"{V3}/register", json={
         "username": "carol", "password": "pw",
         "auth": {"type": "m.login.registration_token", "token": TOKEN, "session": "nope"}})

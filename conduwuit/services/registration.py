@@ -57,10 +57,15 @@ class Registration:
         if self._first_run_token_pending() or (
             self.config.allow_registration and self._configured_tokens()
         ):
-            flows.append([TOKEN_STAGE])
+            # Synapse's shape: clients (matrix-nio's register_with_token, for one)
+            # expect a dummy stage to follow the token stage.
+            flows.append([TOKEN_STAGE, DUMMY_STAGE])
         if self.config.allow_registration and self._open_registration():
             flows.append([DUMMY_STAGE])
         return flows
+
+    def offers_tokens(self) -> bool:
+        return any(TOKEN_STAGE in flow for flow in self.flows())
 
     def token_is_valid(self, token: str) -> bool:
         if self.first_run.is_valid(token):

@@ -34,6 +34,50 @@ TREES: dict[str, str] = {
     "roomusertype_roomuserdataid": "(room_id, user_id, type) -> key of the latest event above",
     # filters (services/filters.py)
     "userfilterid_filter": "(user_id, filter_id) -> JSON filter definition",
+    # short ids (services/rooms/short.py): compact u64 stand-ins for long strings
+    "roomid_shortroomid": "room_id -> u64 shortroomid",
+    "shortroomid_roomid": "u64 shortroomid -> room_id",
+    "eventid_shorteventid": "event_id -> u64 shorteventid",
+    "shorteventid_eventid": "u64 shorteventid -> event_id",
+    "statekey_shortstatekey": "(event type, state_key) -> u64 shortstatekey",
+    "shortstatekey_statekey": "u64 shortstatekey -> (event type, state_key)",
+    # state snapshots (services/rooms/state_store.py)
+    "statehash_shortstatehash": "sha256 of a snapshot's sorted entries -> u64 shortstatehash",
+    "shortstatehash_statediff": (
+        "u64 shortstatehash -> u64 parent (0: none) + u64 added count + added entries + "
+        "removed entries; an entry is u64 shortstatekey + u64 shorteventid"
+    ),
+    # timeline and events (services/rooms/timeline.py)
+    "pduid_pdu": "u64 shortroomid + u64 count -> JSON PDU (federation form)",
+    "eventid_pduid": "event_id -> u64 shortroomid + u64 count",
+    "eventid_outlierpdu": "event_id -> JSON PDU known but not in the timeline",
+    "shorteventid_shortstatehash": "u64 shorteventid -> u64 shortstatehash of the state after it",
+    "roomid_shortstatehash": "room_id -> u64 shortstatehash of the current state",
+    "roomid_pduleaves": "u64 shortroomid + event_id -> '' (forward extremities)",
+    "eventid_txnid": "event_id -> (device_id, txn_id) of a locally sent event",
+    "userdevicetxnid_eventid": "(user_id, device_id, txn_id) -> event_id",
+    "redactedby_eventid": "event_id -> event_id of the redaction applied to it",
+    "softfailedeventids": "event_id -> '' for events stored but not shown",
+    # membership (services/rooms/membership.py)
+    "userroomid_joined": "(user_id, room_id) -> ''",
+    "roomuserid_joined": "(room_id, user_id) -> ''",
+    "userroomid_membership": (
+        "(user_id, room_id) -> u64 count + membership (invite/join/leave/ban/knock) of the "
+        "latest change"
+    ),
+    "roomuserid_membership": "(room_id, user_id) -> membership",
+    "userroomid_strippedstate": "(user_id, room_id) -> JSON stripped state for invites/knocks",
+    "roomserverids": "(room_id, server_name) -> '' for servers with joined members",
+    # aliases and the directory (services/rooms/aliases.py, directory.py)
+    "alias_roomid": "room alias -> room_id",
+    "roomid_alias": "(room_id, alias) -> ''",
+    "alias_userid": "room alias -> user_id who created it",
+    "publicroomids": "room_id -> '' for rooms in the public room directory",
+    # relations (services/rooms/relations.py)
+    "tofrom_relation": (
+        "u64 shortroomid + u64 target shorteventid + u64 source count -> u64 source "
+        "shorteventid + rel_type"
+    ),
     "server_signingkeys": "server_name -> JSON cached remote server verify keys",
     "jobs_state": "job name -> JSON persisted state of a background job",
 }

@@ -45,6 +45,6 @@ async def token_validity() -> Response:
     if token is None:
         raise MatrixError(400, "M_MISSING_PARAM", "Missing 'token'")
     registration = services().registration
-    if ["m.login.registration_token"] not in registration.flows():
+    if not registration.offers_tokens():
         raise MatrixError(403, "M_FORBIDDEN", "Registration with tokens is not enabled")
     return json_response({"valid": registration.token_is_valid(token)})
