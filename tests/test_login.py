@@ -155,6 +155,9 @@ async def test_uia_session_belongs_to_its_user(client: httpx.AsyncClient, alice:
 
 
 async def test_deactivation(client: httpx.AsyncClient, alice: LoggedIn, server: Server) -> None:
+    r = await client.put(f"{V3}/profile/{alice.user_id}/displayname",
+                         json={"displayname": "Alice"}, headers=auth(alice))
+    assert r.status_code == 200
     r = await uia(client, f"{V3}/account/deactivate", alice, {})
     assert r.json() == {"id_server_unbind_result": "no-support"}
     r = await client.get(f"{V3}/account/whoami", headers=auth(alice))
@@ -163,7 +166,9 @@ async def test_deactivation(client: httpx.AsyncClient, alice: LoggedIn, server: 
     assert (r.status_code, r.json()["errcode"]) == (403, "M_USER_DEACTIVATED")
     assert server.services is not None
     assert server.services.devices.for_user(alice.user_id) == []
-    # The name stays taken.
+    # The profile is cleared and the name stays taken.
+    r = await client.get(f"{V3}/profile/{alice.user_id}")
+    assert r.status_code == 404
     r = await client.get(f"{V3}/register/available", params={"username": "alice"})
     assert r.json()["errcode"] == "M_USER_IN_USE"
 

@@ -8,13 +8,16 @@ import trio
 from conduwuit.config import Config
 from conduwuit.store import Store
 
+from .account_data import AccountData
 from .accounts import Accounts
 from .auth import Auth
 from .devices import Devices
 from .diagnostics import Diagnostics
+from .filters import Filters
 from .first_run import FirstRun
 from .login import Login
 from .passwords import Passwords
+from .profile import Profile
 from .registration import Registration
 from .uia import Uia
 from .users import Users
@@ -42,6 +45,9 @@ class Services:
     registration: Registration
     login: Login
     accounts: Accounts
+    profile: Profile
+    account_data: AccountData
+    filters: Filters
 
     @classmethod
     def build(cls, config: Config, store: Store, stopping: trio.Event) -> Services:
@@ -51,6 +57,11 @@ class Services:
         devices = Devices(store)
         uia = Uia()
         login = Login(config, users, devices, passwords)
+        profile = Profile(store, users, config.server_name)
+        registration = Registration(config, users, devices, passwords, uia, first_run)
+        registration.on_registered.append(profile.set_displayname)
+        accounts = Accounts(users, devices, passwords, login)
+        accounts.on_deactivated.append(profile.clear)
         return cls(
             config=config,
             store=store,
@@ -62,7 +73,10 @@ class Services:
             devices=devices,
             auth=Auth(users, devices),
             uia=uia,
-            registration=Registration(config, users, devices, passwords, uia, first_run),
+            registration=registration,
             login=login,
-            accounts=Accounts(users, devices, passwords, login),
+            accounts=accounts,
+            profile=profile,
+            account_data=AccountData(store),
+            filters=Filters(store),
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 PASSWORD_STAGE = "m.login.password"
 
 # Called with the user id after deactivation: clearing the profile, leaving rooms, ...
-Deactivated = Callable[[str], None]
+Deactivated = Callable[[str], Awaitable[None]]
 
 
 @attrs.define
@@ -51,10 +51,10 @@ class Accounts:
             self.devices.delete_all(user_id, except_device=keep_device)
         log.info("%s changed their password", user_id)
 
-    def deactivate(self, user_id: str) -> None:
+    async def deactivate(self, user_id: str) -> None:
         """The account stays reserved but can no longer log in or act."""
         self.devices.delete_all(user_id)
         self.users.deactivate(user_id)
         for callback in self.on_deactivated:
-            callback(user_id)
+            await callback(user_id)
         log.info("%s was deactivated", user_id)

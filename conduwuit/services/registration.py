@@ -6,7 +6,7 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ DUMMY_STAGE = "m.login.dummy"
 
 # Called with the new user's id and initial display name once the account exists:
 # the profile stores the name; later, auto-join and the admin room hook in here.
-Registered = Callable[[str, str], None]
+Registered = Callable[[str, str], Awaitable[None]]
 
 
 @attrs.frozen
@@ -127,16 +127,16 @@ class Registration:
         # The name may have been taken while the client went through UIA.
         user_id = self.user_id_for(username) if username is not None else self._random_user_id()
         password_hash = await self.passwords.hash(password) if password else ""
-        return self._finish(user_id, password_hash, body, ip, session=session)
+        return await self._finish(user_id, password_hash, body, ip, session=session)
 
     async def _register_guest(self, body: Mapping[str, Any], ip: str) -> NewAccount:
         if not self.config.allow_guest_registration:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest registration is disabled")
         if self.config.log_guest_registrations:
             log.info("guest registration from %s", ip or "unknown address")
-        return self._finish(self._random_user_id(numeric=True), "", body, ip, guest=True)
+        return await self._finish(self._random_user_id(numeric=True), "", body, ip, guest=True)
 
-    def _finish(self, user_id: str, password_hash: str, body: Mapping[str, Any], ip: str, *,
+    async def _finish(self, user_id: str, password_hash: str, body: Mapping[str, Any], ip: str, *,
                 session: UiaSession | None = None, guest: bool = False) -> NewAccount:
         token = session.data.get("token") if session else None
         used_first_run = token is not None and self._consume_first_run(token)
@@ -149,7 +149,7 @@ class Registration:
         log.info("registered %s%s%s", user_id, " (guest)" if guest else "",
                  " as server admin" if admin else "")
         for callback in self.on_registered:
-            callback(user_id, display_name)
+            await callback(user_id, display_name)
         if _optional_bool(body, "inhibit_login"):
             return NewAccount(user_id)
         device_id = self.devices.create(

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from . import account, devices, login, register, versions
+from . import (
+    account,
+    account_data,
+    capabilities,
+    devices,
+    filters,
+    login,
+    profile,
+    register,
+    thirdparty,
+    versions,
+)
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     versions.bp,
@@ -12,4 +23,9 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     login.bp,
     account.bp,
     devices.bp,
+    profile.bp,
+    account_data.bp,
+    filters.bp,
+    capabilities.bp,
+    thirdparty.bp,
 )

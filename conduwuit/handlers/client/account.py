@@ -47,6 +47,6 @@ async def deactivate() -> Response:
     await svc.uia.authenticate(body.get("auth"), [[PASSWORD_STAGE]],
                                {PASSWORD_STAGE: svc.accounts.password_stage(who.user_id)},
                                user_id=who.user_id)
-    svc.accounts.deactivate(who.user_id)
+    await svc.accounts.deactivate(who.user_id)
     # No identity server is ever bound here, so there is nothing to unbind.
     return json_response({"id_server_unbind_result": "no-support"})
