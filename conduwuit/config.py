@@ -614,8 +614,9 @@ class Config:
         "global",
         True,
         BOOL,
-        "Allow creating and joining rooms of the versions supported but not marked stable "
-        "(2-5). Versions 6-11 are always allowed.",
+        "Allow creating and joining rooms of versions supported but not marked stable. All "
+        "spec versions 1-12 are stable and always allowed; this only matters for "
+        "experimental (MSC) versions, of which there are none yet.",
     )
     allow_room_creation: bool = _field(
         "global",
