@@ -23,7 +23,7 @@ from hypercorn.trio import serve
 from conduwuit.config import Config
 from conduwuit.handlers.app import create_app
 from conduwuit.handlers.context import MatrixApp
-from conduwuit.handlers.middleware import ShieldFinalSend
+from conduwuit.handlers.middleware import KeepEncodedSlashes, ShieldFinalSend
 from conduwuit.listeners import hypercorn_config
 from conduwuit.nursery import last_seen
 from conduwuit.nursery.jobs import Supervisor
@@ -114,6 +114,8 @@ class Server:
         log.info("Shutting down (%s): no new connections, draining requests", reason)
         self.notifier.stopping(f"Shutting down: {reason}")
         self.stopping.set()
+        if self.services is not None:
+            self.services.notifier.wake_all()  # long-polls answer now, not at the deadline
 
     def force_stop(self) -> None:
         """Stop now: cancel everything; the store is still flushed and closed."""
@@ -131,7 +133,7 @@ class Server:
         hc = hypercorn_config(self.config)
         try:
             await serve(
-                ShieldFinalSend(app),  # type: ignore[arg-type]
+                ShieldFinalSend(KeepEncodedSlashes(app)),  # type: ignore[arg-type]
                 hc,
                 shutdown_trigger=self.stopping.wait,
                 task_status=task_status,
@@ -149,9 +151,10 @@ class Server:
 
     async def _start_jobs(self) -> None:
         assert self.services is not None
-        devices = self.services.devices
         await self.supervisor.start_job("devices", "last-seen",
-                                        functools.partial(last_seen.run, devices))
+                                        functools.partial(last_seen.run, self.services.devices))
+        for family, name, job in self.services.jobs:
+            await self.supervisor.start_job(family, name, job)
         if self.notifier.watchdog_interval is not None:
             await self.supervisor.start_job("systemd", "watchdog", self.notifier.run_watchdog)
 

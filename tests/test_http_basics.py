@@ -27,6 +27,10 @@ def _test_routes(app: MatrixApp) -> None:
     async def crash():  # type: ignore[no-untyped-def]
         raise RuntimeError("boom")
 
+    @bp.get("/_test/param/<value>/end")
+    async def param(value: str):  # type: ignore[no-untyped-def]
+        return json_response({"value": value})
+
     app.register_blueprint(bp)
 
 
@@ -148,3 +152,12 @@ async def test_cors_and_security_headers(config) -> None:  # type: ignore[no-unt
         # Errors carry the same headers: browsers must be able to read them.
         r = await client.get("/nope")
         assert r.headers["access-control-allow-origin"] == "*"
+
+
+async def test_encoded_slashes_stay_inside_one_path_segment(config) -> None:  # type: ignore[no-untyped-def]
+    async with running_server(config, app_hooks=[_test_routes]) as server, httpx.AsyncClient(
+        base_url=base_url(server)
+    ) as client:
+        # A v3 event id may contain '/', a literal '%' must not be decoded twice.
+        r = await client.get("/_test/param/%24ab%2Fc%2525d%20e/end")
+        assert r.json() == {"value": "$ab/c%25d e"}

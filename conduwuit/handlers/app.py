@@ -8,6 +8,7 @@ import os
 
 from quart import Response, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+from werkzeug.routing import PathConverter, UnicodeConverter
 
 from conduwuit.errors import MatrixError, too_large, unknown, unrecognized
 from conduwuit.services import Services
@@ -41,6 +42,18 @@ _request_ids = itertools.count(1)
 _id_prefix = os.urandom(3).hex()
 
 
+class UnquotingConverter(UnicodeConverter):
+    """A path segment with the ``%2F``/``%25`` escapes that routing kept, decoded."""
+
+    def to_python(self, value: str) -> str:
+        return value.replace("%2F", "/").replace("%25", "%")
+
+
+class UnquotingPathConverter(PathConverter):
+    def to_python(self, value: str) -> str:
+        return value.replace("%2F", "/").replace("%25", "%")
+
+
 def create_app(services: Services) -> MatrixApp:
     """Build one app. Hypercorn needs a fresh app object per ``serve()`` call."""
     app = MatrixApp(__name__)
@@ -55,6 +68,8 @@ def create_app(services: Services) -> MatrixApp:
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
     app.url_map.strict_slashes = False
+    app.url_map.converters["default"] = UnquotingConverter
+    app.url_map.converters["path"] = UnquotingPathConverter
     for bp in (wellknown.bp, conduwuit.bp, *client.BLUEPRINTS, *federation.BLUEPRINTS):
         app.register_blueprint(bp)
     _install_hooks(app)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import trio
 
@@ -41,3 +43,31 @@ class ShieldFinalSend:
             await send(message)
 
         await self.app(scope, receive, shielded_send)
+
+
+class KeepEncodedSlashes:
+    """Route on the raw path so that ``%2F`` inside an id stays inside one segment.
+
+    ASGI servers hand apps a percent-decoded ``path``, which turns a v3 event id
+    such as ``$abc/def`` (sent as ``$abc%2Fdef``) into two path segments. We
+    rebuild ``path`` from ``raw_path`` decoding every escape except ``%2F`` and
+    ``%25``; the URL converters (see ``app.py``) then decode those two inside
+    each matched value, so a literal ``%`` can never be decoded twice.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path") if scope["type"] == "http" else None
+        if raw and b"%" in raw:
+            scope = dict(scope)
+            scope["path"] = _decode_keeping_slashes(raw.split(b"?", 1)[0])
+        await self.app(scope, receive, send)
+
+
+def _decode_keeping_slashes(raw: bytes) -> str:
+    parts = re.split(rb"(%2[fF]|%25)", raw)
+    decoded = b"".join(p.upper() if p.startswith(b"%") and len(p) == 3 and p[1:2] == b"2"
+                       and p[2:3] in b"fF5" else unquote_to_bytes(p) for p in parts)
+    return decoded.decode("utf-8", "replace")

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from .hashes import event_id_for
 from .room_versions import EventFormat, RoomVersion
 
 StateKey = tuple[str, str]  # (event type, state key)
@@ -22,6 +23,15 @@ class Event:
     event_id: str
     pdu: Mapping[str, Any]
     room_version: RoomVersion
+
+    @classmethod
+    def from_pdu(cls, pdu: Mapping[str, Any], room_version: RoomVersion) -> Event:
+        """Wrap a federation-form PDU, computing its event id per the room version.
+
+        v1/v2 read ``event_id`` from the PDU; v3+ hash the redacted event, so the
+        PDU must not carry an ``event_id`` key (see ``hashes.event_id_for``).
+        """
+        return cls(event_id_for(pdu, room_version), pdu, room_version)
 
     @property
     def type(self) -> str:

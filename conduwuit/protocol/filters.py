@@ -156,3 +156,43 @@ def _bad_json(message: str) -> FilterError:
 
 def _invalid(message: str) -> FilterError:
     return FilterError("M_INVALID_PARAM", message)
+
+
+# --- applying filters ---------------------------------------------------------------
+
+
+def _type_matches(pattern: str, event_type: str) -> bool:
+    if pattern.endswith("*"):
+        return event_type.startswith(pattern[:-1])
+    return pattern == event_type
+
+
+def event_allowed(event_filter: dict[str, Any], event_type: str, sender: str,
+                  room_id: str | None = None, *, contains_url: bool | None = None) -> bool:
+    """Whether an EventFilter/RoomEventFilter lets an event through (spec "Filtering")."""
+    types = event_filter.get("types")
+    if types is not None and not any(_type_matches(t, event_type) for t in types):
+        return False
+    if any(_type_matches(t, event_type) for t in event_filter.get("not_types", [])):
+        return False
+    senders = event_filter.get("senders")
+    if senders is not None and sender not in senders:
+        return False
+    if sender in event_filter.get("not_senders", []):
+        return False
+    if room_id is not None:
+        rooms = event_filter.get("rooms")
+        if rooms is not None and room_id not in rooms:
+            return False
+        if room_id in event_filter.get("not_rooms", []):
+            return False
+    wanted_url = event_filter.get("contains_url")
+    return not (isinstance(wanted_url, bool) and contains_url is not None
+                and wanted_url != contains_url)
+
+
+def room_allowed(room_filter: dict[str, Any], room_id: str) -> bool:
+    rooms = room_filter.get("rooms")
+    if rooms is not None and room_id not in rooms:
+        return False
+    return room_id not in room_filter.get("not_rooms", [])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import attrs
 import trio
 
@@ -16,11 +18,19 @@ from .diagnostics import Diagnostics
 from .filters import Filters
 from .first_run import FirstRun
 from .login import Login
+from .notifier import Notifier
 from .passwords import Passwords
 from .profile import Profile
 from .registration import Registration
+from .rooms import Rooms
+from .server_keys import ServerKeys
+from .sync import Sync
 from .uia import Uia
 from .users import Users
+
+# A background job a service needs: (family, name, coroutine function). The
+# server's supervisor runs each in the family's named nursery (nursery/jobs.py).
+Job = tuple[str, str, Callable[[], Awaitable[None]]]
 
 
 @attrs.define
@@ -48,6 +58,11 @@ class Services:
     profile: Profile
     account_data: AccountData
     filters: Filters
+    server_keys: ServerKeys
+    rooms: Rooms
+    notifier: Notifier
+    sync: Sync
+    jobs: list[Job] = attrs.field(factory=list)
 
     @classmethod
     def build(cls, config: Config, store: Store, stopping: trio.Event) -> Services:
@@ -62,6 +77,17 @@ class Services:
         registration.on_registered.append(profile.set_displayname)
         accounts = Accounts(users, devices, passwords, login)
         accounts.on_deactivated.append(profile.clear)
+        server_keys = ServerKeys(store, config.server_name)
+        server_keys.load_or_create()
+        rooms = Rooms.build(config, store, server_keys, users, profile)
+        registration.on_registered.append(rooms.actions.auto_join)
+        notifier = Notifier(stopping)
+        account_data = AccountData(store)
+        account_data.on_change.append(lambda user_id, _room, _pos: notifier.notify_user(user_id))
+        filters = Filters(store)
+        sync = Sync(store, rooms, account_data, filters, notifier)
+        rooms.timeline.on_event.append(sync.on_event)
+        jobs: list[Job] = []
         return cls(
             config=config,
             store=store,
@@ -77,6 +103,11 @@ class Services:
             login=login,
             accounts=accounts,
             profile=profile,
-            account_data=AccountData(store),
-            filters=Filters(store),
+            account_data=account_data,
+            filters=filters,
+            server_keys=server_keys,
+            rooms=rooms,
+            notifier=notifier,
+            sync=sync,
+            jobs=jobs,
         )

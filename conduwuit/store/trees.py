@@ -52,10 +52,11 @@ TREES: dict[str, str] = {
     "eventid_pduid": "event_id -> u64 shortroomid + u64 count",
     "eventid_outlierpdu": "event_id -> JSON PDU known but not in the timeline",
     "shorteventid_shortstatehash": "u64 shorteventid -> u64 shortstatehash of the state after it",
+    "roomid_roomversion": "room_id -> room version identifier (from its create event)",
     "roomid_shortstatehash": "room_id -> u64 shortstatehash of the current state",
     "roomid_pduleaves": "u64 shortroomid + event_id -> '' (forward extremities)",
     "eventid_txnid": "event_id -> (device_id, txn_id) of a locally sent event",
-    "userdevicetxnid_eventid": "(user_id, device_id, txn_id) -> event_id",
+    "userdevicetxnid_eventid": "(user_id, device_id, room_id, event type, txn_id) -> event_id",
     "redactedby_eventid": "event_id -> event_id of the redaction applied to it",
     "softfailedeventids": "event_id -> '' for events stored but not shown",
     # membership (services/rooms/membership.py)

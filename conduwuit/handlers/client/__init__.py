@@ -11,8 +11,11 @@ from . import (
     devices,
     filters,
     login,
+    membership,
     profile,
     register,
+    rooms,
+    sync,
     thirdparty,
     versions,
 )
@@ -28,4 +31,7 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     filters.bp,
     capabilities.bp,
     thirdparty.bp,
+    rooms.bp,
+    membership.bp,
+    sync.bp,
 )

@@ -1,0 +1,59 @@
+"""Rooms: storage of events and state, the local write path, membership, aliases."""
+
+from __future__ import annotations
+
+import attrs
+
+from conduwuit.config import Config
+from conduwuit.services.profile import Profile
+from conduwuit.services.server_keys import ServerKeys
+from conduwuit.services.users import Users
+from conduwuit.store import Store
+
+from .actions import MembershipActions
+from .aliases import Aliases
+from .creation import RoomCreation
+from .directory import Directory
+from .events_db import EventStore
+from .membership import Membership
+from .serving import EventServing
+from .short import ShortIds
+from .state import RoomState
+from .state_store import StateStore
+from .timeline import Timeline
+
+
+@attrs.define
+class Rooms:
+    short: ShortIds
+    events: EventStore
+    snapshots: StateStore
+    state: RoomState
+    membership: Membership
+    timeline: Timeline
+    aliases: Aliases
+    directory: Directory
+    creation: RoomCreation
+    actions: MembershipActions
+    serving: EventServing
+
+    @classmethod
+    def build(cls, config: Config, store: Store, keys: ServerKeys, users: Users,
+              profile: Profile) -> Rooms:
+        short = ShortIds(store)
+        events = EventStore(store, short)
+        snapshots = StateStore(store)
+        state = RoomState(store, short, snapshots, events)
+        membership = Membership(store)
+        timeline = Timeline(store, config.server_name, keys, short, events, state, snapshots,
+                            membership)
+        aliases = Aliases(store, config.server_name, list(config.forbidden_alias_names))
+        directory = Directory(store)
+        return cls(
+            short=short, events=events, snapshots=snapshots, state=state,
+            membership=membership, timeline=timeline, aliases=aliases, directory=directory,
+            creation=RoomCreation(config, users, profile, timeline, aliases, directory),
+            actions=MembershipActions(config, users, profile, aliases, state, membership,
+                                      timeline),
+            serving=EventServing(store, events),
+        )

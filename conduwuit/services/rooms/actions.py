@@ -1,0 +1,168 @@
+"""Membership actions of local users: join, leave, invite, kick, ban, unban, knock, forget."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+
+from conduwuit.config import Config
+from conduwuit.errors import MatrixError
+from conduwuit.protocol.ids import UserId
+from conduwuit.protocol.power_levels import PowerLevels
+from conduwuit.services.profile import Profile
+from conduwuit.services.users import Users
+
+from .aliases import Aliases
+from .membership import BAN, INVITE, JOIN, KNOCK, LEAVE, Membership
+from .state import CREATE, JOIN_RULES, POWER_LEVELS, RoomState
+from .timeline import Draft, Timeline
+
+log = logging.getLogger(__name__)
+
+_AUTHORISER = "join_authorised_via_users_server"
+
+
+@attrs.define
+class MembershipActions:
+    config: Config
+    users: Users
+    profile: Profile
+    aliases: Aliases
+    state: RoomState
+    membership: Membership
+    timeline: Timeline
+
+    def resolve_room(self, room_id_or_alias: str) -> str:
+        if room_id_or_alias.startswith("#"):
+            room_id = self.aliases.resolve(room_id_or_alias)
+            if room_id is None:
+                raise MatrixError(404, "M_NOT_FOUND", "Unknown room alias")
+            return room_id
+        if not room_id_or_alias.startswith("!"):
+            raise MatrixError(400, "M_INVALID_PARAM", "Expected a room id or alias")
+        return room_id_or_alias
+
+    async def join(self, room_id: str, user_id: str, reason: str | None = None) -> str:
+        if self.timeline.events.room_version(room_id) is None:
+            raise MatrixError(404, "M_NOT_FOUND",
+                              "This server does not know the room (joining over federation "
+                              "is not available yet)")
+        content = self._profile_content(user_id, JOIN, reason)
+        if self.membership.membership(room_id, user_id) != INVITE:
+            authoriser = self._authoriser_for(room_id, user_id)
+            if authoriser is not None:
+                content[_AUTHORISER] = authoriser
+        await self._send(room_id, user_id, user_id, content)
+        return room_id
+
+    async def leave(self, room_id: str, user_id: str, reason: str | None = None) -> None:
+        if self.membership.membership(room_id, user_id) in (None, LEAVE, BAN):
+            raise MatrixError(403, "M_FORBIDDEN", "You are not in this room")
+        await self._send(room_id, user_id, user_id, _content(LEAVE, reason))
+        if self.config.forget_forced_upon_leave:
+            self.membership.forget(user_id, room_id)
+
+    async def invite(self, room_id: str, sender: str, target: str, reason: str | None = None,
+                     is_direct: bool = False) -> None:
+        _check_user_id(target)
+        if self.config.block_non_admin_invites and not self.users.is_admin(sender):
+            raise MatrixError(403, "M_FORBIDDEN", "Only server admins may send invites here")
+        if not self.users.is_local(target):
+            raise MatrixError(403, "M_FORBIDDEN",
+                              "Inviting users of other servers is not available yet")
+        if not self.users.is_active(target):
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown user")
+        if self.membership.membership(room_id, target) == JOIN:
+            raise MatrixError(403, "M_FORBIDDEN", "That user is already in the room")
+        content = self._profile_content(target, INVITE, reason)
+        if is_direct:
+            content["is_direct"] = True
+        await self._send(room_id, sender, target, content)
+
+    async def kick(self, room_id: str, sender: str, target: str, reason: str | None) -> None:
+        _check_user_id(target)
+        if self.membership.membership(room_id, target) in (None, LEAVE, BAN):
+            raise MatrixError(403, "M_FORBIDDEN", "That user is not in the room")
+        await self._send(room_id, sender, target, _content(LEAVE, reason))
+
+    async def ban(self, room_id: str, sender: str, target: str, reason: str | None) -> None:
+        _check_user_id(target)
+        await self._send(room_id, sender, target, _content(BAN, reason))
+
+    async def unban(self, room_id: str, sender: str, target: str, reason: str | None) -> None:
+        _check_user_id(target)
+        if self.membership.membership(room_id, target) != BAN:
+            raise MatrixError(403, "M_FORBIDDEN", "That user is not banned")
+        await self._send(room_id, sender, target, _content(LEAVE, reason))
+
+    async def knock(self, room_id: str, user_id: str, reason: str | None) -> None:
+        if self.timeline.events.room_version(room_id) is None:
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+        await self._send(room_id, user_id, user_id,
+                         self._profile_content(user_id, KNOCK, reason))
+
+    def forget(self, room_id: str, user_id: str) -> None:
+        if self.membership.membership(room_id, user_id) in (JOIN, INVITE, KNOCK):
+            raise MatrixError(400, "M_UNKNOWN", "Leave the room before forgetting it")
+        self.membership.forget(user_id, room_id)
+
+    async def auto_join(self, user_id: str, _display_name: str) -> None:
+        """Registration hook: join ``auto_join_rooms`` (guests only if allowed)."""
+        if self.users.is_guest(user_id) and not self.config.allow_guests_auto_join_rooms:
+            return
+        for room in self.config.auto_join_rooms:
+            try:
+                await self.join(self.resolve_room(room), user_id)
+            except MatrixError as refused:
+                log.warning("auto-join of %s into %s failed: %s", user_id, room, refused.error)
+
+    # --- helpers -------------------------------------------------------------------
+
+    async def _send(self, room_id: str, sender: str, target: str,
+                    content: dict[str, Any]) -> None:
+        await self.timeline.send(room_id, Draft(sender, "m.room.member", content, target))
+
+    def _profile_content(self, user_id: str, membership: str,
+                         reason: str | None) -> dict[str, Any]:
+        content = _content(membership, reason)
+        if self.users.is_local(user_id):
+            name, avatar = self.profile.displayname(user_id), self.profile.avatar_url(user_id)
+            if name:
+                content["displayname"] = name
+            if avatar:
+                content["avatar_url"] = avatar
+        return content
+
+    def _authoriser_for(self, room_id: str, user_id: str) -> str | None:
+        """For a restricted join: a local member able to invite, if the user qualifies."""
+        rule = self.state.content(room_id, JOIN_RULES)
+        if rule.get("join_rule") not in ("restricted", "knock_restricted"):
+            return None
+        allow = rule.get("allow")
+        allowed_rooms = [entry.get("room_id") for entry in allow if isinstance(entry, dict)] \
+            if isinstance(allow, list) else []
+        if not any(isinstance(r, str) and self.membership.is_joined(r, user_id)
+                   for r in allowed_rooms):
+            return None
+        version = self.timeline.events.room_version(room_id)
+        assert version is not None
+        power = PowerLevels.from_state(self.state.get(room_id, POWER_LEVELS),
+                                       self.state.get(room_id, CREATE), version)
+        for member in self.membership.joined_members(room_id):
+            if self.users.is_local(member) and power.user_level(member) >= power.invite:
+                return member
+        return None
+
+
+def _content(membership: str, reason: str | None) -> dict[str, Any]:
+    content: dict[str, Any] = {"membership": membership}
+    if reason:
+        content["reason"] = reason
+    return content
+
+
+def _check_user_id(user_id: str) -> None:
+    if UserId.try_parse(user_id) is None:
+        raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user id {user_id!r}")

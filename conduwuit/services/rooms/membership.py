@@ -1,0 +1,103 @@
+"""Membership indexes: the rooms of each user and the members of each room.
+
+These are derived from ``m.room.member`` state and written in the same batch
+as the event that changes them, so they never disagree with the timeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import orjson
+
+from conduwuit.store import SEP, Store, WriteBatch, from_u64_be, join, u64_be
+
+JOIN, INVITE, LEAVE, BAN, KNOCK = "join", "invite", "leave", "ban", "knock"
+
+
+def _server_of(user_id: str) -> str:
+    return user_id.split(":", 1)[1]
+
+
+@attrs.frozen
+class MembershipChange:
+    count: int
+    membership: str
+
+
+@attrs.define
+class Membership:
+    store: Store
+
+    # --- writing (inside the event's batch) ----------------------------------------
+
+    def stage(self, batch: WriteBatch, room_id: str, user_id: str, membership: str,
+              count: int, stripped: list[dict[str, Any]] | None = None) -> None:
+        user_room, room_user = join(user_id, room_id), join(room_id, user_id)
+        batch.put("userroomid_membership", user_room, u64_be(count) + membership.encode())
+        batch.put("roomuserid_membership", room_user, membership.encode())
+        if membership == JOIN:
+            batch.put("userroomid_joined", user_room, b"")
+            batch.put("roomuserid_joined", room_user, b"")
+            batch.put("roomserverids", join(room_id, _server_of(user_id)), b"")
+        else:
+            batch.delete("userroomid_joined", user_room)
+            batch.delete("roomuserid_joined", room_user)
+            if self._last_joined_from_server(room_id, user_id):
+                batch.delete("roomserverids", join(room_id, _server_of(user_id)))
+        if membership in (INVITE, KNOCK) and stripped is not None:
+            batch.put("userroomid_strippedstate", user_room, orjson.dumps(stripped))
+        else:
+            batch.delete("userroomid_strippedstate", user_room)
+
+    def forget(self, user_id: str, room_id: str) -> None:
+        """Drop a left room from the user's lists (``/forget``)."""
+        with self.store.batch() as batch:
+            batch.delete("userroomid_membership", join(user_id, room_id))
+            batch.delete("userroomid_strippedstate", join(user_id, room_id))
+
+    # --- reading -------------------------------------------------------------------
+
+    def membership(self, room_id: str, user_id: str) -> str | None:
+        raw = self.store.tree("roomuserid_membership").get(join(room_id, user_id))
+        return raw.decode() if raw is not None else None
+
+    def is_joined(self, room_id: str, user_id: str) -> bool:
+        return join(room_id, user_id) in self.store.tree("roomuserid_joined")
+
+    def joined_rooms(self, user_id: str) -> list[str]:
+        prefix = join(user_id) + SEP
+        return [k[len(prefix):].decode() for k in self.store.tree("userroomid_joined").keys(prefix)]
+
+    def joined_members(self, room_id: str) -> list[str]:
+        prefix = join(room_id) + SEP
+        return [k[len(prefix):].decode() for k in self.store.tree("roomuserid_joined").keys(prefix)]
+
+    def joined_count(self, room_id: str) -> int:
+        return self.store.tree("roomuserid_joined").count(join(room_id) + SEP)
+
+    def servers(self, room_id: str) -> list[str]:
+        prefix = join(room_id) + SEP
+        return [k[len(prefix):].decode() for k in self.store.tree("roomserverids").keys(prefix)]
+
+    def rooms_of(self, user_id: str) -> Iterator[tuple[str, MembershipChange]]:
+        """Every room the user has (not forgotten) membership in, with its latest change."""
+        prefix = join(user_id) + SEP
+        for key, raw in self.store.tree("userroomid_membership").iter(prefix):
+            yield key[len(prefix):].decode(), MembershipChange(from_u64_be(raw[:8]),
+                                                               raw[8:].decode())
+
+    def stripped_state(self, user_id: str, room_id: str) -> list[dict[str, Any]]:
+        raw = self.store.tree("userroomid_strippedstate").get(join(user_id, room_id))
+        return orjson.loads(raw) if raw is not None else []
+
+    def shares_room(self, user_a: str, user_b: str) -> bool:
+        rooms_b = set(self.joined_rooms(user_b))
+        return any(room in rooms_b for room in self.joined_rooms(user_a))
+
+    def _last_joined_from_server(self, room_id: str, user_id: str) -> bool:
+        server = _server_of(user_id)
+        return not any(member != user_id and _server_of(member) == server
+                       for member in self.joined_members(room_id))
