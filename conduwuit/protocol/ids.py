@@ -18,8 +18,9 @@ _DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 # Characters a new user id's localpart may use (v1.8 added '+').
 _LOCALPART = re.compile(r"[a-z0-9._=\-/+]+")
-# Historical user ids (from other servers) may use any printable ASCII but ':'.
-_HISTORICAL_LOCALPART = re.compile(r"[\x21-\x39\x3b-\x7e]+")
+# User ids from other servers may use any character but ':' and NUL (the spec asks
+# servers to accept these "historical" localparts even though none may be created).
+_HISTORICAL_LOCALPART = re.compile(r"[^:\x00\ud800-\udfff]+")
 
 MAX_ID_LENGTH = 255  # bytes, for user, room, event and alias ids
 
