@@ -38,6 +38,14 @@ EphemeralSource = Callable[[str, str, int, int], list[dict[str, Any]]]
 UserSource = Callable[[str, int, int], list[dict[str, Any]]]
 # (room_id, user_id) -> {"notification_count": n, "highlight_count": h} (push rules).
 UnreadSource = Callable[[str, str], dict[str, int]]
+# (user_id, device_id, since, upto) -> to-device events for that device. Receiving a
+# later ``since`` acknowledges (and lets the source delete) everything up to it.
+ToDeviceSource = Callable[[str, str | None, int, int], list[dict[str, Any]]]
+# (user_id, since, upto) -> {"changed": [...], "left": [...]} device-list changes.
+DeviceListSource = Callable[[str, int, int], dict[str, list[str]]]
+# (user_id, device_id) -> one-time key counts / unused fallback key algorithms.
+KeyCountSource = Callable[[str, str | None], dict[str, int]]
+FallbackSource = Callable[[str, str | None], list[str]]
 
 
 @attrs.frozen
@@ -70,7 +78,10 @@ class Sync:
     notifier: Notifier
     ephemeral_sources: list[EphemeralSource] = attrs.field(factory=list)
     presence_source: UserSource | None = None
-    to_device_source: UserSource | None = None
+    to_device_source: ToDeviceSource | None = None
+    device_list_source: DeviceListSource | None = None
+    key_count_source: KeyCountSource | None = None
+    fallback_source: FallbackSource | None = None
     unread_source: UnreadSource | None = None
     _room_latest: dict[str, int] = attrs.field(factory=dict)
 
@@ -146,10 +157,17 @@ class Sync:
                       "knock": knock_section},
             "account_data": {"events": self._account_data(who.user_id, None, since, upto)},
             "presence": {"events": self._user_stream(self.presence_source, who, since, upto)},
-            "to_device": {"events": self._user_stream(self.to_device_source, who, since, upto)},
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
-            "device_unused_fallback_key_types": [],
+            "to_device": {"events": (self.to_device_source(who.user_id, who.device_id,
+                                                           since or 0, upto)
+                                     if self.to_device_source is not None else [])},
+            "device_lists": (self.device_list_source(who.user_id, since or 0, upto)
+                             if self.device_list_source is not None and since is not None
+                             else {"changed": [], "left": []}),
+            "device_one_time_keys_count": (self.key_count_source(who.user_id, who.device_id)
+                                           if self.key_count_source is not None else {}),
+            "device_unused_fallback_key_types": (
+                self.fallback_source(who.user_id, who.device_id)
+                if self.fallback_source is not None else []),
         }
 
     def _joined(self, who: Requester, room_id: str, request: SyncRequest, upto: int, *,
@@ -289,5 +307,6 @@ def _has_members(events: Iterable[tuple[int, Event]]) -> bool:
 def _empty(body: dict[str, Any]) -> bool:
     rooms = body["rooms"]
     return not (any(rooms[k] for k in rooms) or body["account_data"]["events"]
-                or body["presence"]["events"] or body["to_device"]["events"])
+                or body["presence"]["events"] or body["to_device"]["events"]
+                or body["device_lists"]["changed"] or body["device_lists"]["left"])
 
