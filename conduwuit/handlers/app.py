@@ -13,7 +13,7 @@ from werkzeug.routing import PathConverter, UnicodeConverter
 from conduwuit.errors import MatrixError, too_large, unknown, unrecognized
 from conduwuit.services import Services
 
-from . import client, conduwuit, federation, wellknown
+from . import client, conduwuit, federation, media, wellknown
 from .context import MatrixApp
 from .json import json_response
 
@@ -70,7 +70,8 @@ def create_app(services: Services) -> MatrixApp:
     app.url_map.strict_slashes = False
     app.url_map.converters["default"] = UnquotingConverter
     app.url_map.converters["path"] = UnquotingPathConverter
-    for bp in (wellknown.bp, conduwuit.bp, *client.BLUEPRINTS, *federation.BLUEPRINTS):
+    for bp in (wellknown.bp, conduwuit.bp, media.bp, *client.BLUEPRINTS,
+               *federation.BLUEPRINTS):
         app.register_blueprint(bp)
     _install_hooks(app)
     _install_error_handlers(app)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
 
 from conduwuit.config import Config
+from conduwuit.nursery import keyfetch as keyfetch_job
+from conduwuit.nursery import presence as presence_job
+from conduwuit.nursery import typing as typing_job
 from conduwuit.store import Store
 
 from .account_data import AccountData
@@ -15,17 +19,26 @@ from .accounts import Accounts
 from .auth import Auth
 from .devices import Devices
 from .diagnostics import Diagnostics
+from .e2ee import E2ee
+from .federation import Federation
 from .filters import Filters
 from .first_run import FirstRun
 from .login import Login
+from .media import Media
 from .notifier import Notifier
 from .passwords import Passwords
+from .presence import Presence
 from .profile import Profile
+from .receipts import Receipts
 from .registration import Registration
+from .reports import Reports
 from .rooms import Rooms
 from .server_keys import ServerKeys
 from .sync import Sync
+from .typing import Typing
 from .uia import Uia
+from .unread import Unread
+from .user_directory import UserDirectory
 from .users import Users
 
 # A background job a service needs: (family, name, coroutine function). The
@@ -62,6 +75,15 @@ class Services:
     rooms: Rooms
     notifier: Notifier
     sync: Sync
+    e2ee: E2ee
+    federation: Federation
+    typing: Typing
+    receipts: Receipts
+    presence: Presence
+    unread: Unread
+    user_directory: UserDirectory
+    reports: Reports
+    media: Media
     jobs: list[Job] = attrs.field(factory=list)
 
     @classmethod
@@ -87,7 +109,34 @@ class Services:
         filters = Filters(store)
         sync = Sync(store, rooms, account_data, filters, notifier)
         rooms.timeline.on_event.append(sync.on_event)
+        e2ee = E2ee.build(config, store, devices, rooms, notifier)
+        e2ee.attach(sync, devices, accounts, rooms)
         jobs: list[Job] = []
+        federation = Federation.build(config, store, server_keys, profile, rooms)
+        jobs.append(("federation", "keyfetch",
+                     functools.partial(keyfetch_job.run, federation.keys)))
+        jobs.append(("federation", "connections", federation.hold_connections))
+        # typing, receipts, presence, unread counts: ephemeral data of /sync
+        typing = Typing(store, rooms.membership, notifier, config.typing_client_timeout_min_s,
+                        config.typing_client_timeout_max_s)
+        unread = Unread(store, config.server_name, rooms.membership, rooms.state, rooms.events)
+        receipts = Receipts(store, rooms.events, rooms.membership, account_data, notifier)
+        receipts.on_read.append(unread.mark_read)
+        presence = Presence(store, users, profile, rooms.membership, notifier,
+                            config.allow_local_presence, config.presence_idle_timeout_s,
+                            config.presence_offline_timeout_s)
+        presence.reset_after_restart()
+        rooms.timeline.index_writers.append(unread.index_event)
+        rooms.timeline.on_event.extend((typing.on_event, presence.on_event))
+        sync.ephemeral_sources.extend((typing.ephemeral, receipts.ephemeral))
+        sync.presence_source = presence.source
+        sync.unread_source = unread.counts
+        jobs.append(("typing", "expiry", functools.partial(typing_job.run, typing)))
+        if config.allow_local_presence:
+            jobs.append(("presence", "timers", functools.partial(presence_job.run, presence)))
+        media = Media(config, store, stopping)
+        if config.media_startup_check:
+            jobs.append(("media", "startup-check", media.startup_check))
         return cls(
             config=config,
             store=store,
@@ -109,5 +158,14 @@ class Services:
             rooms=rooms,
             notifier=notifier,
             sync=sync,
+            e2ee=e2ee,
+            federation=federation,
+            typing=typing,
+            receipts=receipts,
+            presence=presence,
+            unread=unread,
+            user_directory=UserDirectory(users, profile, rooms),
+            reports=Reports(rooms, users),
+            media=media,
             jobs=jobs,
         )

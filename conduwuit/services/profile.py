@@ -121,10 +121,8 @@ class Profile:
         if parsed is None:
             raise invalid_param(f"{user_id!r} is not a valid user id")
         if parsed.server_name != self.server_name:
-            # TODO(federation): ask the user's server (GET /_matrix/federation/v1/query/profile).
-            raise not_found(
-                "Profiles of users on other servers cannot be looked up yet (no federation)"
-            )
+            # Remote users are asked over federation by federation.queries.lookup_profile.
+            raise not_found("Profile not found: the user is not on this server")
         if not self.users.exists(user_id) or self.users.is_deactivated(user_id):
             raise not_found("Profile not found")
 

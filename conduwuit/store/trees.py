@@ -77,9 +77,73 @@ TREES: dict[str, str] = {
     # relations (services/rooms/relations.py)
     "tofrom_relation": (
         "u64 shortroomid + u64 target shorteventid + u64 source count -> u64 source "
-        "shorteventid + rel_type"
+        "shorteventid + (rel_type, source event type)"
     ),
-    "server_signingkeys": "server_name -> JSON cached remote server verify keys",
+    "roomthread_activity": (
+        "u64 shortroomid + u64 root shorteventid -> u64 count of the thread's latest event"
+    ),
+    "roomactivity_threadroot": (
+        "u64 shortroomid + u64 count of a thread's latest event -> u64 root shorteventid"
+    ),
+    # search (services/rooms/search.py)
+    "tokenids": "u64 shortroomid + lowercase word + 0xFF + u64 count -> '' (inverted index)",
+    # media (services/media.py); a file is <database_path>/media/<b64url(sha256(key))>
+    "mediaid_file": "(server_name, media_id) -> JSON metadata of a stored file (local or cached)",
+    "mediaid_thumbnail": "(server_name, media_id, 'WxH', method, anim) -> JSON thumbnail metadata",
+    "userid_mediaid": "(user_id, media_id) -> '' for each file a local user uploaded",
+    "mediaid_pending": "media_id -> JSON (user_id, expires ms) of an mxc created, not uploaded",
+    "userid_mediapending": "(user_id, media_id) -> u64 expiry ms (pending uploads per user)",
+    "url_previews": "url -> JSON cached URL preview (fetched-at ms and og: fields)",
+    # end-to-end encryption (services/e2ee/)
+    "userdeviceid_devicekeys": "(user_id, device_id) -> JSON device keys as uploaded",
+    "onetimekeyid_onetimekeys": (
+        "(user_id, device_id, algorithm) + u64 upload count + u32 index -> JSON "
+        "{key_id, key} of an unclaimed one-time key (scan order = upload order)"
+    ),
+    "userdevicealgo_fallbackkey": "(user_id, device_id, algorithm) -> JSON {key_id, key, used}",
+    "useridusage_crosssigningkey": "(user_id, usage) -> JSON master/self_signing/user_signing key",
+    "keyid_signatures": (
+        "(target user_id, target key id, signer user_id, signer key id) -> signature "
+        "added by /keys/signatures/upload"
+    ),
+    "keychangeid_userid": (
+        "u64 count + kind byte + tuple -> '': device-list changes: k (user) keys changed, "
+        "j/l (room, user) joined/left, t (viewer, user) seen by viewer only"
+    ),
+    "todeviceid_event": (
+        "(user_id, device_id) + u64 count + u32 seq -> JSON to-device event to deliver"
+    ),
+    "userdevicetxnid_todevice": "(user_id, device_id, txn_id) -> '' to-device sends done",
+    "backupid_algorithm": (
+        "user_id + u64 version -> JSON room-key backup {algorithm, auth_data, etag, count}"
+    ),
+    "userid_backupversion": "user_id -> u64 last room-key backup version handed out",
+    "backupkeyid_backup": "user_id + u64 version + (room_id, session_id) -> JSON KeyBackupData",
+    # receipts (services/receipts.py): each user's latest per (type, thread) only
+    "readreceiptid_readreceipt": (
+        "(room_id) + u64 count -> JSON receipt {user_id, type, event_id, ts, thread_id?}"
+    ),
+    "roomuserreceipt_readreceiptid": (
+        "(room_id, user_id, type, thread_id or '') -> u64 count of the receipt above + u64 "
+        "timeline count of its event"
+    ),
+    # presence (services/presence.py): each user's latest record only
+    "presenceid_presence": (
+        "u64 count + user_id -> JSON {presence, last_active_ts, currently_active, status_msg}"
+    ),
+    "userid_presenceid": "user_id -> u64 count of the user's record above",
+    # unread counts (services/unread.py)
+    "userroomid_notificationcounts": "(user_id, room_id) -> u64 notifications + u64 highlights",
+    "userroomid_unreadnotification": (
+        "(user_id, room_id) + u64 count -> b'h'|b'n' (highlight or not) + thread root id "
+        "('' = main timeline) of an unread notifying event"
+    ),
+    # federation (services/federation/)
+    "server_signingkeys": (
+        "server_name -> JSON {verify_keys, old_verify_keys, responses}: cached keys of "
+        "another server with their validity, and its last signed key responses"
+    ),
+    "openidtoken_expiresatuserid": "sha256(OpenID token) -> u64 expiry ms + user_id",
     "jobs_state": "job name -> JSON persisted state of a background job",
 }
 

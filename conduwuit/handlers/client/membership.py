@@ -32,17 +32,22 @@ def _target(body: dict[str, Any]) -> str:
 
 @client_route(bp, "POST", "/join/<room_id_or_alias>")
 async def join_by_id_or_alias(room_id_or_alias: str) -> Response:
-    who = await requester()
+    return await _join(room_id_or_alias, allow_guest=False)
+
+
+@client_route(bp, "POST", "/rooms/<room_id>/join")
+async def join(room_id: str) -> Response:
+    # Guests may join by room id (spec, guest access) where m.room.guest_access allows.
+    return await _join(room_id, allow_guest=True)
+
+
+async def _join(room_id_or_alias: str, *, allow_guest: bool) -> Response:
+    who = await requester(allow_guest=allow_guest)
     body = await json_body()
     actions = services().rooms.actions
     room_id = await actions.join(actions.resolve_room(room_id_or_alias), who.user_id,
                                  _reason(body))
     return json_response({"room_id": room_id})
-
-
-@client_route(bp, "POST", "/rooms/<room_id>/join")
-async def join(room_id: str) -> Response:
-    return await join_by_id_or_alias(room_id)
 
 
 @client_route(bp, "POST", "/rooms/<room_id>/leave")

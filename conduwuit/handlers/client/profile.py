@@ -21,13 +21,14 @@ bp = Blueprint("client_profile", __name__)
 @client_route(bp, "GET", "/profile/<user_id>")
 async def get_profile(user_id: str) -> Response:
     await _reader_check()
-    return json_response(services().profile.lookup(user_id))
+    # Users of other servers are asked over federation.
+    return json_response(await services().federation.queries.lookup_profile(user_id))
 
 
 @client_route(bp, "GET", "/profile/<user_id>/<key_name>")
 async def get_profile_field(user_id: str, key_name: str) -> Response:
     await _reader_check()
-    return json_response(services().profile.lookup_field(user_id, key_name))
+    return json_response(await services().federation.queries.lookup_profile(user_id, key_name))
 
 
 @client_route(bp, "PUT", "/profile/<user_id>/<key_name>")

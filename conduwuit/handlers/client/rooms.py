@@ -14,11 +14,15 @@ from conduwuit.handlers.routing import client_route
 from conduwuit.protocol.canonical import CanonicalJsonError, check_strict
 from conduwuit.protocol.events import Event
 from conduwuit.services.requester import Requester
+from conduwuit.services.rooms.state import StateMap
 from conduwuit.services.rooms.timeline import Draft
 
 bp = Blueprint("client_rooms", __name__)
 
 MAX_PAGE = 1000
+# Events a /messages page may skip as invisible before it answers with what it has
+# (and an ``end`` token to go on from).
+SCAN_BUDGET = 500
 
 
 @client_route(bp, "POST", "/createRoom")
@@ -38,6 +42,9 @@ async def joined_rooms() -> Response:
 async def send_message(room_id: str, event_type: str, txn_id: str) -> Response:
     who = await requester(allow_guest=True)
     content = _content(await json_body())
+    if event_type == "m.call.invite" and _is_public(room_id):
+        # conduwuit: a call invite would ring everyone in a public room.
+        raise MatrixError(403, "M_FORBIDDEN", "Call invites are not allowed in public rooms")
     txn = (who.device_id or "", txn_id)
     event = await services().rooms.timeline.send(
         room_id, Draft(who.user_id, event_type, content, txn=txn))
@@ -48,9 +55,11 @@ async def send_message(room_id: str, event_type: str, txn_id: str) -> Response:
 async def set_state(room_id: str, event_type: str, state_key: str = "") -> Response:
     who = await requester()
     content = _content(await json_body())
-    _check_state_content(event_type, content)
+    _check_state_content(room_id, event_type, content)
     event = await services().rooms.timeline.send(
         room_id, Draft(who.user_id, event_type, content, state_key))
+    if event_type == "m.room.guest_access" and state_key == "":
+        await services().rooms.actions.enforce_guest_access(room_id)
     return json_response({"event_id": event.event_id})
 
 
@@ -62,8 +71,9 @@ async def set_state_no_key(room_id: str, event_type: str) -> Response:
 @client_route(bp, "GET", "/rooms/<room_id>/state/<event_type>/<path:state_key>")
 async def get_state_event(room_id: str, event_type: str, state_key: str = "") -> Response:
     who = await requester(allow_guest=True)
-    _require_member(who, room_id)
-    event = services().rooms.state.get(room_id, (event_type, state_key))
+    state = _visible_state(who, room_id)
+    event_id = state.get((event_type, state_key))
+    event = services().rooms.events.get(event_id) if event_id is not None else None
     if event is None:
         raise MatrixError(404, "M_NOT_FOUND", "No such state event")
     if request.args.get("format") == "event":
@@ -79,20 +89,18 @@ async def get_state_event_no_key(room_id: str, event_type: str) -> Response:
 @client_route(bp, "GET", "/rooms/<room_id>/state")
 async def get_state(room_id: str) -> Response:
     who = await requester(allow_guest=True)
-    _require_member(who, room_id)
-    rooms = services().rooms
-    events = rooms.state.events_of(rooms.state.current(room_id))
+    state = _visible_state(who, room_id)
+    events = services().rooms.state.events_of(state)
     return json_response([_serve(who, e) for e in events.values()])
 
 
 @client_route(bp, "GET", "/rooms/<room_id>/members")
 async def members(room_id: str) -> Response:
     who = await requester(allow_guest=True)
-    _require_member(who, room_id)
+    state = _visible_state(who, room_id)
     rooms = services().rooms
     membership = request.args.get("membership")
     not_membership = request.args.get("not_membership")
-    state = rooms.state.current(room_id)
     chunk = []
     for (event_type, _), event_id in state.items():
         if event_type != "m.room.member":
@@ -125,9 +133,11 @@ async def joined_members(room_id: str) -> Response:
 @client_route(bp, "GET", "/rooms/<room_id>/event/<event_id>")
 async def get_event(room_id: str, event_id: str) -> Response:
     who = await requester(allow_guest=True)
-    _require_member(who, room_id)
-    event = services().rooms.events.get(event_id)
-    if event is None or event.room_id != room_id:
+    rooms = services().rooms
+    rooms.visibility.access(room_id, who.user_id)
+    event = rooms.events.get(event_id)
+    if event is None or event.room_id != room_id or not rooms.visibility.can_see(who.user_id,
+                                                                               event):
         raise MatrixError(404, "M_NOT_FOUND", "Event not found")
     return json_response(_serve(who, event))
 
@@ -135,29 +145,36 @@ async def get_event(room_id: str, event_id: str) -> Response:
 @client_route(bp, "GET", "/rooms/<room_id>/messages")
 async def messages(room_id: str) -> Response:
     who = await requester(allow_guest=True)
-    _require_member(who, room_id)
+    rooms = services().rooms
+    access = rooms.visibility.access(room_id, who.user_id)
     direction = request.args.get("dir", "b")
     if direction not in ("b", "f"):
         raise MatrixError(400, "M_INVALID_PARAM", "dir must be 'b' or 'f'")
     limit = _int_arg("limit", 10, 0, MAX_PAGE)
     start = _token_arg("from")
     end = _token_arg("to")
-    events = services().rooms.events
+    # A user who left reads up to their leave event and no further.
+    cap = access.until + 1 if access.until is not None else None
     if direction == "b":
-        page = events.timeline(room_id, before=start, after=end, reverse=True)
+        upper = start if cap is None else min(start if start is not None else cap, cap)
+        page = rooms.events.timeline(room_id, before=upper, after=end, reverse=True)
     else:
-        page = events.timeline(room_id, after=start, before=end)
+        upper = end if cap is None else min(end if end is not None else cap, cap)
+        page = rooms.events.timeline(room_id, after=start, before=upper)
     chunk: list[dict[str, Any]] = []
     last = start
-    for count, event in page:
-        if len(chunk) >= limit:
+    exhausted = True
+    for scanned, (count, event) in enumerate(page):
+        if len(chunk) >= limit or scanned >= limit + SCAN_BUDGET:
+            exhausted = False
             break
-        chunk.append(_serve(who, event))
         last = count
+        if rooms.visibility.can_see(who.user_id, event, count):
+            chunk.append(_serve(who, event))
     body: dict[str, Any] = {"chunk": chunk,
                             "start": str(start if start is not None else
                                          services().store.current_count())}
-    if len(chunk) == limit and last is not None:
+    if (not exhausted or len(chunk) == limit) and last is not None:
         body["end"] = str(last)
     return json_response(body)
 
@@ -190,14 +207,29 @@ def _content(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _check_state_content(event_type: str, content: dict[str, Any]) -> None:
+def _check_state_content(room_id: str, event_type: str, content: dict[str, Any]) -> None:
     """Content checks for state the auth rules depend on, before building the event."""
     if event_type == "m.room.member" and not isinstance(content.get("membership"), str):
         raise MatrixError(400, "M_BAD_JSON", "m.room.member content needs a membership")
+    if event_type == "m.room.encryption" and not services().config.allow_encryption:
+        raise MatrixError(403, "M_FORBIDDEN", "Encryption is disabled on this server")
     if event_type == "m.room.canonical_alias":
-        alias = content.get("alias")
-        if alias is not None and not isinstance(alias, str):
-            raise MatrixError(400, "M_BAD_JSON", "alias must be a string")
+        # Every alias named must exist and point here (spec: M_BAD_ALIAS otherwise).
+        services().rooms.room_directory.check_canonical_alias(room_id, content)
+
+
+def _is_public(room_id: str) -> bool:
+    rooms = services().rooms
+    return rooms.directory.is_public(room_id) or rooms.summaries.join_rule(room_id) == "public"
+
+
+def _visible_state(who: Requester, room_id: str) -> StateMap:
+    """The state the user may read: current, or as it was when they left."""
+    rooms = services().rooms
+    access = rooms.visibility.access(room_id, who.user_id)
+    if access.state_at is not None:
+        return rooms.state.after(access.state_at) or {}
+    return rooms.state.current(room_id)
 
 
 def _require_member(who: Requester, room_id: str) -> None:

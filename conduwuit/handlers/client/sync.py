@@ -31,6 +31,7 @@ async def sync() -> Response:
     if presence not in ("online", "offline", "unavailable"):
         raise MatrixError(400, "M_INVALID_PARAM", "set_presence must be online, offline or "
                           "unavailable")
+    svc.presence.on_sync(who.user_id, presence)
     sync_request = SyncRequest(
         since=parse_token(request.args.get("since")),
         timeout_ms=max(0, min(MAX_TIMEOUT_MS, timeout)),

@@ -1,9 +1,9 @@
-"""Server-Server API blueprints; all of them answer 404 when federation is disabled."""
+"""Server-Server API blueprints; all of them answer 403 when federation is disabled."""
 
 from __future__ import annotations
 
 from quart import Blueprint
 
-from . import version
+from . import keys, openid, query, user, version
 
-BLUEPRINTS: tuple[Blueprint, ...] = (version.bp,)
+BLUEPRINTS: tuple[Blueprint, ...] = (version.bp, keys.bp, query.bp, user.bp, openid.bp)

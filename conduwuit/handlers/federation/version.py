@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response
+from quart import Response
 
-from conduwuit.errors import MatrixError
 from conduwuit.handlers.context import services
 from conduwuit.handlers.json import json_response
 from conduwuit.services.diagnostics import SERVER_NAME
 
-bp = Blueprint("federation_version", __name__)
+from .auth import federation_blueprint
 
-
-@bp.before_request
-async def require_federation() -> None:
-    if not services().config.allow_federation:
-        raise MatrixError(404, "M_NOT_FOUND", "Federation is disabled on this server")
+bp = federation_blueprint("federation_version", __name__)
 
 
 @bp.get("/_matrix/federation/v1/version")

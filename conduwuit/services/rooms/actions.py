@@ -16,7 +16,7 @@ from conduwuit.services.users import Users
 
 from .aliases import Aliases
 from .membership import BAN, INVITE, JOIN, KNOCK, LEAVE, Membership
-from .state import CREATE, JOIN_RULES, POWER_LEVELS, RoomState
+from .state import CREATE, GUEST_ACCESS, JOIN_RULES, POWER_LEVELS, RoomState
 from .timeline import Draft, Timeline
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,9 @@ class MembershipActions:
             raise MatrixError(404, "M_NOT_FOUND",
                               "This server does not know the room (joining over federation "
                               "is not available yet)")
+        if self.users.is_guest(user_id) and \
+                self.state.content(room_id, GUEST_ACCESS).get("guest_access") != "can_join":
+            raise MatrixError(403, "M_FORBIDDEN", "Guests may not join this room")
         content = self._profile_content(user_id, JOIN, reason)
         if self.membership.membership(room_id, user_id) != INVITE:
             authoriser = self._authoriser_for(room_id, user_id)
@@ -102,6 +105,14 @@ class MembershipActions:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
         await self._send(room_id, user_id, user_id,
                          self._profile_content(user_id, KNOCK, reason))
+
+    async def enforce_guest_access(self, room_id: str) -> None:
+        """Spec (guest access): once guests may no longer join, local guests leave."""
+        if self.state.content(room_id, GUEST_ACCESS).get("guest_access") == "can_join":
+            return
+        for member in self.membership.joined_members(room_id):
+            if self.users.is_local(member) and self.users.is_guest(member):
+                await self._send(room_id, member, member, _content(LEAVE, None))
 
     def forget(self, room_id: str, user_id: str) -> None:
         if self.membership.membership(room_id, user_id) in (JOIN, INVITE, KNOCK):

@@ -135,6 +135,8 @@ class RoomCreation:
                     or not isinstance(item.get("state_key", ""), str):
                 raise MatrixError(400, "M_BAD_JSON",
                                   "initial_state items need type, content and a string state_key")
+            if item["type"] == "m.room.encryption" and not self.config.allow_encryption:
+                raise MatrixError(403, "M_FORBIDDEN", "Encryption is disabled on this server")
             events.append((item["type"], item.get("state_key", ""), dict(item["content"])))
         return events
 

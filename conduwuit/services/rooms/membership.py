@@ -89,6 +89,12 @@ class Membership:
             yield key[len(prefix):].decode(), MembershipChange(from_u64_be(raw[:8]),
                                                                raw[8:].decode())
 
+    def change(self, user_id: str, room_id: str) -> MembershipChange | None:
+        """The user's latest membership change in the room; None if none or forgotten."""
+        raw = self.store.tree("userroomid_membership").get(join(user_id, room_id))
+        return MembershipChange(from_u64_be(raw[:8]), raw[8:].decode()) if raw is not None \
+            else None
+
     def stripped_state(self, user_id: str, room_id: str) -> list[dict[str, Any]]:
         raw = self.store.tree("userroomid_strippedstate").get(join(user_id, room_id))
         return orjson.loads(raw) if raw is not None else []
