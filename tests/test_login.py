@@ -184,6 +184,44 @@ async def test_login_token(client: httpx.AsyncClient, alice: LoggedIn) -> None:
     assert (r.status_code, r.json()["errcode"]) == (403, "M_FORBIDDEN")
 
 
+async def test_malformed_login_leaves_no_device_and_keeps_the_token(
+        client: httpx.AsyncClient, alice: LoggedIn, server: Server) -> None:
+    # Found by tests/test_schemathesis.py: fields were checked after the device was made
+    # (and after a login token was used up), so a bad request left a tokenless device.
+    assert server.services is not None
+    devices = server.services.devices
+    before = [d["device_id"] for d in devices.for_user(alice.user_id)]
+    for bad in ({"refresh_token": "yes"}, {"device_id": 5},
+                {"initial_device_display_name": ["x"]}):
+        r = await login(client, user="alice", password="wonderland", **bad)
+        assert (r.status_code, r.json()["errcode"]) == (400, "M_BAD_JSON"), bad
+    assert [d["device_id"] for d in devices.for_user(alice.user_id)] == before
+    r = await uia(client, "/_matrix/client/v1/login/get_token", alice, {})
+    token = r.json()["login_token"]
+    r = await client.post(f"{V3}/login", json={"type": "m.login.token", "token": token,
+                                               "refresh_token": 1})
+    assert (r.status_code, r.json()["errcode"]) == (400, "M_BAD_JSON")
+    r = await client.post(f"{V3}/login", json={"type": "m.login.token", "token": token})
+    assert r.status_code == 200, r.text
+
+
+async def test_wrongly_typed_credentials_are_bad_json(client: httpx.AsyncClient,
+                                                      alice: LoggedIn) -> None:
+    # Present but of the wrong type is M_BAD_JSON; M_MISSING_PARAM only when absent.
+    for body in ({"type": "m.login.password", "password": "x",
+                  "identifier": {"type": "m.id.user", "user": 5}},
+                 {"type": "m.login.password", "password": "x", "user": ["alice"]},
+                 {"type": "m.login.token", "token": 5}):
+        r = await client.post(f"{V3}/login", json=body)
+        assert (r.status_code, r.json()["errcode"]) == (400, "M_BAD_JSON"), body
+    r = await client.post(f"{V3}/login", json={"type": "m.login.token"})
+    assert (r.status_code, r.json()["errcode"]) == (400, "M_MISSING_PARAM")
+    r = await client.post(f"{V3}/refresh", json={"refresh_token": 5})
+    assert (r.status_code, r.json()["errcode"]) == (400, "M_BAD_JSON")
+    r = await client.post(f"{V3}/refresh", json={})
+    assert (r.status_code, r.json()["errcode"]) == (400, "M_MISSING_PARAM")
+
+
 async def test_legacy_r0_paths(client: httpx.AsyncClient, alice: LoggedIn) -> None:
     r = await client.get("/_matrix/client/r0/account/whoami", headers=auth(alice))
     assert r.json()["user_id"] == alice.user_id

@@ -271,9 +271,9 @@ def test_event_property_is_and_contains_are_exact() -> None:
 
 
 def test_dot_separated_paths() -> None:
-    assert split_path(r"content.m\.mentions.user_ids") == ["content", "m.mentions", "user_ids"]
-    assert split_path("content\\\\.x") == ["content\\", "x"]
-    assert split_path(r"a\b.c") == ["a\\b", "c"]
+    assert split_path(r"content.m\.mentions.user_ids") == ("content", "m.mentions", "user_ids")
+    assert split_path("content\\\\.x") == ("content\\", "x")
+    assert split_path(r"a\b.c") == ("a\\b", "c")
     event = {"content": {"m.relates_to": {"rel_type": "x"}, "a\\": {"b": 1}}}
     assert lookup(event, r"content.m\.relates_to.rel_type") == (True, "x")
     assert lookup(event, "content.a\\\\.b") == (True, 1)

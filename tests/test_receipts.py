@@ -158,7 +158,7 @@ async def test_threaded_receipts_are_kept_per_thread(client: httpx.AsyncClient,
 
 async def test_fully_read_marker_is_room_account_data(client: httpx.AsyncClient,
                                                       server: Server) -> None:
-    alice, bob, room, events = await setup(client, server)
+    _alice, bob, room, events = await setup(client, server)
     since = (await sync(client, bob))["next_batch"]
     r = await markers(client, bob, room, {"m.fully_read": events[1], "m.read": events[1],
                                           "m.read.private": events[2]})

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -145,34 +145,107 @@ def default_ruleset(user_id: str) -> dict[str, list[dict[str, Any]]]:
 
 # --- evaluation -------------------------------------------------------------------------
 
+# (event, context) -> whether a rule or condition matches.
+Predicate = Callable[[Mapping[str, Any], PushContext], bool]
+_MISSING = object()
 
-def evaluate(ruleset: Ruleset, event: Mapping[str, Any], context: PushContext) -> list[Action]:
+
+@attrs.frozen
+class CompiledRule:
+    kind: str
+    rule: Rule
+    actions: tuple[Action, ...]
+    matches: Predicate
+    legacy: bool  # a deprecated mention rule: skipped for events with ``m.mentions``
+    # The one event type the rule can match (from an exact ``type`` condition), if any.
+    event_type: str | None = None
+
+
+@attrs.frozen(eq=False)
+class CompiledRuleset:
+    """A ruleset prepared for fast evaluation: enabled rules only, in priority order,
+    each a predicate with its paths split and its patterns compiled, and indexed by
+    the event type a rule requires, so an event is only tried against rules that can
+    match its type. Build it once per ruleset (:func:`compile_ruleset`) and evaluate
+    it for many events."""
+
+    rules: tuple[CompiledRule, ...]
+    _untyped: tuple[CompiledRule, ...] = attrs.field(init=False)
+    _by_type: dict[str, tuple[CompiledRule, ...]] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        untyped = tuple(r for r in self.rules if r.event_type is None)
+        by_type = {t: tuple(r for r in self.rules if r.event_type in (None, t))
+                   for t in {r.event_type for r in self.rules if r.event_type is not None}}
+        object.__setattr__(self, "_untyped", untyped)
+        object.__setattr__(self, "_by_type", by_type)
+
+    def match(self, event: Mapping[str, Any], context: PushContext) -> CompiledRule | None:
+        content = event.get("content")
+        legacy_off = isinstance(content, Mapping) and "m.mentions" in content
+        event_type = event.get("type")
+        candidates = self._by_type.get(event_type.lower(), self._untyped) \
+            if isinstance(event_type, str) else self._untyped
+        for rule in candidates:
+            if legacy_off and rule.legacy:
+                continue
+            if rule.matches(event, context):
+                return rule
+        return None
+
+    def evaluate(self, event: Mapping[str, Any], context: PushContext) -> list[Action]:
+        if event.get("sender") == context.user_id:
+            return []
+        rule = self.match(event, context)
+        return list(rule.actions) if rule is not None else []
+
+
+def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
+    compiled = []
+    for kind, rule in _ordered(ruleset):
+        if not isinstance(rule, Mapping) or not rule.get("enabled", True):
+            continue
+        rule_id = rule.get("rule_id")
+        compiled.append(CompiledRule(
+            kind, rule, tuple(clean_actions(rule.get("actions", []))),
+            _compile_rule(kind, rule),
+            rule_id in LEGACY_MENTION_RULES and bool(rule.get("default", False)),
+            _required_type(kind, rule)))
+    return CompiledRuleset(tuple(compiled))
+
+
+def _required_type(kind: str, rule: Rule) -> str | None:
+    if kind not in ("override", "underride") or not isinstance(rule.get("conditions"), list):
+        return None
+    for condition in rule["conditions"]:
+        if isinstance(condition, Mapping) and condition.get("kind") == "event_match" \
+                and condition.get("key") == "type":
+            pattern = condition.get("pattern")
+            if isinstance(pattern, str) and "*" not in pattern and "?" not in pattern:
+                return pattern.lower()
+    return None
+
+
+def evaluate(ruleset: Ruleset | CompiledRuleset, event: Mapping[str, Any],
+             context: PushContext) -> list[Action]:
     """The actions for ``event`` from the first matching rule; ``[]`` when none matches.
 
     ``event`` is the event's JSON (client or federation form: ``type``, ``sender``,
     ``content``, ``state_key``, ``room_id``). A user is never notified of their own events.
+    For many events, compile the ruleset once with :func:`compile_ruleset`.
     """
-    if event.get("sender") == context.user_id:
-        return []
-    found = matching_rule(ruleset, event, context)
-    if found is None:
-        return []
-    return clean_actions(found[1].get("actions", []))
+    if not isinstance(ruleset, CompiledRuleset):
+        ruleset = compile_ruleset(ruleset)
+    return ruleset.evaluate(event, context)
 
 
-def matching_rule(ruleset: Ruleset, event: Mapping[str, Any],
+def matching_rule(ruleset: Ruleset | CompiledRuleset, event: Mapping[str, Any],
                   context: PushContext) -> tuple[str, Rule] | None:
     """``(kind, rule)`` of the first enabled rule that matches ``event``, in priority order."""
-    legacy_off = _has_mentions(event)
-    for kind, rule in _ordered(ruleset):
-        if not rule.get("enabled", True):
-            continue
-        if legacy_off and rule.get("rule_id") in LEGACY_MENTION_RULES \
-                and rule.get("default", False):
-            continue
-        if rule_matches(kind, rule, event, context):
-            return kind, rule
-    return None
+    if not isinstance(ruleset, CompiledRuleset):
+        ruleset = compile_ruleset(ruleset)
+    found = ruleset.match(event, context)
+    return (found.kind, found.rule) if found is not None else None
 
 
 def _ordered(ruleset: Ruleset) -> Iterator[tuple[str, Rule]]:
@@ -184,67 +257,120 @@ def _ordered(ruleset: Ruleset) -> Iterator[tuple[str, Rule]]:
         yield from ((kind, r) for r in ruleset.get(kind, ()))
 
 
-def rule_matches(kind: str, rule: Rule, event: Mapping[str, Any], context: PushContext) -> bool:
-    if kind in ("override", "underride"):
-        conditions = rule.get("conditions", [])
-        if not isinstance(conditions, list):
-            return False
-        return all(condition_matches(c, event, context) for c in conditions)
-    if kind == "content":
-        pattern = rule.get("pattern")
-        found, body = lookup(event, "content.body")
-        return isinstance(pattern, str) and found and isinstance(body, str) \
-            and glob_matches(pattern, body, word_boundary=True)
-    if kind == "room":
-        return rule.get("rule_id") == event.get("room_id")
-    if kind == "sender":
-        return rule.get("rule_id") == event.get("sender")
+def _never(event: Mapping[str, Any], context: PushContext) -> bool:
     return False
 
 
-def condition_matches(condition: Any, event: Mapping[str, Any], context: PushContext) -> bool:
-    """One condition; unknown kinds and malformed conditions never match."""
+def _always(event: Mapping[str, Any], context: PushContext) -> bool:
+    return True
+
+
+def _compile_rule(kind: str, rule: Rule) -> Predicate:
+    if kind in ("override", "underride"):
+        conditions = rule.get("conditions", [])
+        if not isinstance(conditions, list):
+            return _never
+        predicates = tuple(compile_condition(c) for c in conditions)
+        if not predicates:
+            return _always
+        if len(predicates) == 1:
+            return predicates[0]
+
+        def all_of(event: Mapping[str, Any], context: PushContext) -> bool:
+            return all(predicate(event, context) for predicate in predicates)
+
+        return all_of
+    if kind == "content":
+        pattern = rule.get("pattern")
+        if not isinstance(pattern, str):
+            return _never
+        return _string_predicate(("content", "body"), _compiled(_glob_regex(pattern), True).search)
+    rule_id = rule.get("rule_id")
+    if kind in ("room", "sender"):
+        field = "room_id" if kind == "room" else "sender"
+        return lambda event, context: rule_id == event.get(field)
+    return _never
+
+
+def _string_predicate(path: tuple[str, ...], test: Callable[[str], object]) -> Predicate:
+    def matches(event: Mapping[str, Any], context: PushContext) -> bool:
+        value = _get(event, path)
+        return isinstance(value, str) and bool(test(value))
+
+    return matches
+
+
+def compile_condition(condition: Any) -> Predicate:
+    """A condition as a predicate; unknown kinds and malformed conditions never match."""
     if not isinstance(condition, Mapping):
-        return False
+        return _never
     kind = condition.get("kind")
     key = condition.get("key")
     if kind == "event_match":
         pattern = condition.get("pattern")
         if not isinstance(key, str) or not isinstance(pattern, str):
-            return False
-        found, value = lookup(event, key)
-        return found and isinstance(value, str) \
-            and glob_matches(pattern, value, word_boundary=key == "content.body")
+            return _never
+        path = split_path(key)
+        if key == "content.body":
+            return _string_predicate(path, _compiled(_glob_regex(pattern), True).search)
+        if "*" not in pattern and "?" not in pattern:
+            literal = pattern.lower()
+            return _string_predicate(path, lambda value: value.lower() == literal)
+        return _string_predicate(path, _compiled(_glob_regex(pattern), False).fullmatch)
     if kind in ("event_property_is", "event_property_contains"):
-        if not isinstance(key, str) or "value" not in condition:
-            return False
+        if not isinstance(key, str) or "value" not in condition \
+                or not _is_scalar(condition["value"]):
+            return _never
+        path = split_path(key)
         wanted = condition["value"]
-        if not _is_scalar(wanted):
-            return False
-        found, value = lookup(event, key)
-        if not found:
-            return False
         if kind == "event_property_is":
-            return _same(value, wanted)
-        return isinstance(value, list) and any(_same(item, wanted) for item in value)
+            return lambda event, context: _same(_get(event, path), wanted)
+
+        def contains(event: Mapping[str, Any], context: PushContext) -> bool:
+            value = _get(event, path)
+            return isinstance(value, list) and any(_same(item, wanted) for item in value)
+
+        return contains
     if kind == "contains_display_name":
-        name = context.display_name
-        found, body = lookup(event, "content.body")
-        return bool(name) and found and isinstance(body, str) \
-            and _word_search(re.escape(name or ""), body)
+        return _contains_display_name
     if kind == "room_member_count":
-        return _member_count_matches(condition.get("is"), context.member_count)
+        compare = _member_count_test(condition.get("is"))
+        if compare is None:
+            return _never
+        return lambda event, context: compare(context.member_count)
     if kind == "sender_notification_permission":
         if not isinstance(key, str):
-            return False
-        needed = context.notification_levels.get(key, DEFAULT_NOTIFICATION_LEVEL)
-        return context.sender_power_level >= needed
-    return False
+            return _never
+
+        def permitted(event: Mapping[str, Any], context: PushContext) -> bool:
+            needed = context.notification_levels.get(key, DEFAULT_NOTIFICATION_LEVEL)
+            return context.sender_power_level >= needed
+
+        return permitted
+    return _never
 
 
-def _has_mentions(event: Mapping[str, Any]) -> bool:
-    content = event.get("content")
-    return isinstance(content, Mapping) and "m.mentions" in content
+def condition_matches(condition: Any, event: Mapping[str, Any], context: PushContext) -> bool:
+    return compile_condition(condition)(event, context)
+
+
+def _contains_display_name(event: Mapping[str, Any], context: PushContext) -> bool:
+    name = context.display_name
+    if not name:
+        return False
+    body = _get(event, ("content", "body"))
+    return isinstance(body, str) and _word_search(re.escape(name), body)
+
+
+def _get(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = event
+    for part in path:
+        if type(value) is not dict and not isinstance(value, Mapping):
+            return _MISSING
+        value = value.get(part, _MISSING)
+        if value is _MISSING:
+            return _MISSING
+    return value
 
 
 def _is_scalar(value: Any) -> bool:
@@ -258,21 +384,23 @@ def _same(value: Any, wanted: Any) -> bool:
     return _is_scalar(value) and type(value) is type(wanted) and value == wanted
 
 
-def _member_count_matches(spec: Any, count: int) -> bool:
+def _member_count_test(spec: Any) -> Callable[[int], bool] | None:
     if not isinstance(spec, str):
-        return False
+        return None
     parsed = _MEMBER_COUNT.fullmatch(spec)
     if parsed is None:
-        return False
-    op, number = parsed.group(1) or "==", int(parsed.group(2))
-    return {"==": count == number, "<": count < number, ">": count > number,
-            "<=": count <= number, ">=": count >= number}[op]
+        return None
+    number = int(parsed.group(2))
+    return {"==": lambda n: n == number, "<": lambda n: n < number,
+            ">": lambda n: n > number, "<=": lambda n: n <= number,
+            ">=": lambda n: n >= number}[parsed.group(1) or "=="]
 
 
 # --- dot-separated property paths and globs ---------------------------------------------
 
 
-def split_path(key: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def split_path(key: str) -> tuple[str, ...]:
     """Split a dot-separated property path; ``\\.`` is a literal dot, ``\\\\`` a backslash."""
     parts: list[str] = []
     current: list[str] = []
@@ -290,14 +418,14 @@ def split_path(key: str) -> list[str]:
             current.append(char)
         i += 1
     parts.append("".join(current))
-    return parts
+    return tuple(parts)
 
 
 def lookup(event: Mapping[str, Any], key: str) -> tuple[bool, Any]:
     """``(found, value)`` of the property at ``key`` in the event."""
     value: Any = event
     for part in split_path(key):
-        if not isinstance(value, Mapping) or part not in value:
+        if not (type(value) is dict or isinstance(value, Mapping)) or part not in value:
             return False, None
         value = value[part]
     return True, value

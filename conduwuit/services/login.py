@@ -49,6 +49,13 @@ class Login:
     async def login(self, body: Mapping[str, Any], *, ip: str,
                     appservice: Requester | None = None) -> Session:
         kind = body.get("type")
+        # Every field is checked before anything happens: a malformed request must not
+        # use up a login token, nor leave a device without tokens behind.
+        wanted_device = _string(body, "device_id")
+        display_name = _string(body, "initial_device_display_name")
+        refreshable = body.get("refresh_token", False)
+        if not isinstance(refreshable, bool):
+            raise MatrixError(400, "M_BAD_JSON", "'refresh_token' must be a boolean")
         if kind == PASSWORD:
             user_id = await self._password_user(body)
         elif kind == TOKEN and self.config.login_via_existing_session:
@@ -57,12 +64,7 @@ class Login:
             user_id = self._appservice_user(body, appservice)
         else:
             raise MatrixError(400, "M_UNKNOWN", f"Unsupported login type {kind!r}")
-        device_id = self.devices.create(
-            user_id, _string(body, "device_id"), _string(body, "initial_device_display_name"),
-            ip)
-        refreshable = body.get("refresh_token", False)
-        if not isinstance(refreshable, bool):
-            raise MatrixError(400, "M_BAD_JSON", "'refresh_token' must be a boolean")
+        device_id = self.devices.create(user_id, wanted_device, display_name, ip)
         tokens = self.devices.issue(user_id, device_id, refreshable=refreshable)
         log.info("%s logged in on device %s", user_id, device_id)
         return Session(user_id, device_id, tokens)
@@ -78,8 +80,10 @@ class Login:
             name = identifier.get("user")
         else:
             name = legacy_user
-        if not isinstance(name, str) or not name:
+        if name is None or name == "":
             raise MatrixError(400, "M_MISSING_PARAM", "Missing user identifier")
+        if not isinstance(name, str):
+            raise MatrixError(400, "M_BAD_JSON", "The user identifier must be a string")
         return self._local_user_id(name)
 
     async def check_password(self, user_id: str, password: object) -> None:
@@ -103,8 +107,10 @@ class Login:
 
     def _token_user(self, body: Mapping[str, Any]) -> str:
         token = body.get("token")
-        if not isinstance(token, str):
+        if token is None:
             raise MatrixError(400, "M_MISSING_PARAM", "Missing 'token'")
+        if not isinstance(token, str):
+            raise MatrixError(400, "M_BAD_JSON", "'token' must be a string")
         user_id = self.devices.consume_login_token(token)
         if user_id is None:
             raise MatrixError(403, "M_FORBIDDEN", "Invalid or expired login token")

@@ -132,6 +132,7 @@ class Registration:
     async def _register_guest(self, body: Mapping[str, Any], ip: str) -> NewAccount:
         if not self.config.allow_guest_registration:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest registration is disabled")
+        _check_login_fields(body)  # before the account exists, not after
         if self.config.log_guest_registrations:
             log.info("guest registration from %s", ip or "unknown address")
         return await self._finish(self._random_user_id(numeric=True), "", body, ip, guest=True)

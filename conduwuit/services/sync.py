@@ -182,7 +182,8 @@ class Sync:
             return None
         timeline_filter = request.filter.get("room", {}).get("timeline", {})
         limit = _limit(timeline_filter)
-        events, limited = self._timeline(room_id, since, upto, limit, timeline_filter)
+        events, limited = self._timeline(who.user_id, room_id, since, upto, limit,
+                                         timeline_filter)
         first_count = events[0][0] if events else None
         full = since is None or request.full_state or newly_joined
         state = self._state(room_id, since, first_count, upto, full=full, limited=limited)
@@ -207,14 +208,14 @@ class Sync:
     def _left(self, who: Requester, room_id: str, request: SyncRequest,
               left_at: int) -> dict[str, Any]:
         limit = _limit(request.filter.get("room", {}).get("timeline", {}))
-        events, limited = self._timeline(room_id, request.since, left_at, limit, {})
+        events, limited = self._timeline(who.user_id, room_id, request.since, left_at, limit, {})
         return {"timeline": {"events": [self._client(who, e) for _, e in events],
                              "limited": limited,
                              "prev_batch": make_token(events[0][0] - 1 if events else left_at)},
                 "state": {"events": []},
                 "account_data": {"events": []}}
 
-    def _timeline(self, room_id: str, since: int | None, upto: int, limit: int,
+    def _timeline(self, user_id: str, room_id: str, since: int | None, upto: int, limit: int,
                   event_filter: dict[str, Any]) -> tuple[list[tuple[int, Event]], bool]:
         newest_first: list[tuple[int, Event]] = []
         limited = False
@@ -222,6 +223,8 @@ class Sync:
                                                        reverse=True):
             if not event_allowed(event_filter, event.type, event.sender):
                 continue
+            if not self.rooms.visibility.can_see(user_id, event, count):
+                continue  # history from before the user could see the room
             if len(newest_first) >= limit:
                 limited = True
                 break

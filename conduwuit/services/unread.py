@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 
@@ -42,8 +41,9 @@ _T_UNREAD = "userroomid_unreadnotification"
 _HIGHLIGHT, _NOTIFY = b"h", b"n"
 MAIN_THREAD = "main"
 
-# user_id -> the ruleset to evaluate for them (the push issue adds per-user rules).
-RulesetSource = Callable[[str], push_rules.Ruleset]
+# user_id -> the compiled ruleset to evaluate for them; the push issue supplies the users'
+# own rules here (compiled once per change). Without it, the server-default rules.
+RulesetSource = Callable[[str], push_rules.CompiledRuleset]
 # (tree, key, value or None to delete): writes collected before touching the batch.
 _Write = tuple[str, bytes, bytes | None]
 
@@ -56,7 +56,8 @@ class Unread:
     state: RoomState
     events: EventStore
     ruleset_source: RulesetSource | None = None
-    _defaults: LruCache[str, dict[str, Any]] = attrs.field(factory=lambda: LruCache(10_000))
+    _defaults: LruCache[str, push_rules.CompiledRuleset] = attrs.field(
+        factory=lambda: LruCache(10_000))
 
     # --- counting (an index writer of the timeline) ------------------------------------
 
@@ -92,29 +93,31 @@ class Unread:
         pdu = dict(event.pdu)
         pdu.setdefault("room_id", room_id)
         wants_name = _needs_display_name(event)
-        thread = _thread_of(event)
+        thread = _thread_of(event).encode()
+        position = u64_be(count)
         for user_id in recipients:
             name = self._display_name(state, user_id) if wants_name else None
             context = push_rules.PushContext(
                 user_id=user_id, display_name=name, member_count=len(members),
                 sender_power_level=sender_level, notification_levels=power.notifications)
-            actions = push_rules.evaluate(self.rules_for(user_id), pdu, context)
+            actions = self.rules_for(user_id).evaluate(pdu, context)
             if not push_rules.notifies(actions):
                 continue
             highlight = push_rules.highlights(actions)
-            writes.append((_T_UNREAD, _record_key(user_id, room_id, count),
-                           (_HIGHLIGHT if highlight else _NOTIFY) + thread.encode()))
-            notifications, highlights = self._counters(user_id, room_id)
-            writes.append((_T_COUNTS, join(user_id, room_id),
+            user_room = join(user_id, room_id)
+            writes.append((_T_UNREAD, user_room + SEP + position,
+                           (_HIGHLIGHT if highlight else _NOTIFY) + thread))
+            notifications, highlights = self._counters_at(user_room)
+            writes.append((_T_COUNTS, user_room,
                            _counts(notifications + 1, highlights + int(highlight))))
         return writes
 
-    def rules_for(self, user_id: str) -> push_rules.Ruleset:
+    def rules_for(self, user_id: str) -> push_rules.CompiledRuleset:
         if self.ruleset_source is not None:
             return self.ruleset_source(user_id)
         rules = self._defaults.get(user_id)
         if rules is None:
-            rules = push_rules.default_ruleset(user_id)
+            rules = push_rules.compile_ruleset(push_rules.default_ruleset(user_id))
             self._defaults.put(user_id, rules)
         return rules
 
@@ -162,17 +165,16 @@ class Unread:
         return {"notification_count": notifications, "highlight_count": highlights}
 
     def _counters(self, user_id: str, room_id: str) -> tuple[int, int]:
-        raw = self.store.tree(_T_COUNTS).get(join(user_id, room_id))
+        return self._counters_at(join(user_id, room_id))
+
+    def _counters_at(self, user_room: bytes) -> tuple[int, int]:
+        raw = self.store.tree(_T_COUNTS).get(user_room)
         if raw is None:
             return 0, 0
         return from_u64_be(raw[:8]), from_u64_be(raw[8:16])
 
     def _is_local(self, user_id: str) -> bool:
         return user_id.endswith(f":{self.server_name}")
-
-
-def _record_key(user_id: str, room_id: str, count: int) -> bytes:
-    return join(user_id, room_id) + SEP + u64_be(count)
 
 
 def _counts(notifications: int, highlights: int) -> bytes:

@@ -7,6 +7,7 @@ the requests it got and how many of them ran at once.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -158,8 +159,7 @@ async def fake_servers(directory: Path, count: int, *,
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         urls: list[str] = await nursery.start(
-            lambda task_status: serve(app, config, shutdown_trigger=stop.wait,  # type: ignore[arg-type]
-                                      task_status=task_status))
+            functools.partial(serve, app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
         servers = []
         for index, url in enumerate(urls):
             port = int(url.rsplit(":", 1)[1])
@@ -170,3 +170,17 @@ async def fake_servers(directory: Path, count: int, *,
             yield FakeFederation(servers, ca)
         finally:
             stop.set()
+
+
+INSECURE_TLS = (
+    "allow_invalid_tls_certificates_yes_i_know_what_the_fuck_i_am_doing_with_this_"
+    "and_i_know_this_is_insecure"
+)
+
+
+def federation_options(**overrides: Any) -> dict[str, Any]:
+    """Config options for a server federating with fakes on loopback (self-signed TLS).
+
+    ``trusted_servers`` is emptied: the default (matrix.org) must never be asked.
+    """
+    return {"ip_range_denylist": [], INSECURE_TLS: True, "trusted_servers": [], **overrides}

@@ -15,6 +15,7 @@ from quart import Blueprint, Response, request
 from conduwuit.cli import main
 from conduwuit.handlers.context import MatrixApp, services
 from conduwuit.handlers.json import json_response
+from tests.support import nodns
 
 
 def add_test_routes(app: MatrixApp) -> None:
@@ -35,4 +36,5 @@ def add_test_routes(app: MatrixApp) -> None:
 
 
 if __name__ == "__main__":
+    nodns.install()  # a server process started by a test never asks the machine's DNS
     sys.exit(main(sys.argv[1:], app_hooks=[add_test_routes]))

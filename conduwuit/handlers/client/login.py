@@ -62,8 +62,10 @@ async def logout_all() -> Response:
 async def refresh() -> Response:
     body = await json_body()
     token = body.get("refresh_token")
-    if not isinstance(token, str):
+    if token is None:
         raise MatrixError(400, "M_MISSING_PARAM", "Missing 'refresh_token'")
+    if not isinstance(token, str):
+        raise MatrixError(400, "M_BAD_JSON", "'refresh_token' must be a string")
     refreshed = services().devices.refresh(token)
     if refreshed is None:
         raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown refresh token", soft_logout=False)

@@ -17,7 +17,12 @@ SPEC_VERSIONS: tuple[str, ...] = (
 )
 
 # Unstable features (MSCs) implemented here; a feature appears when its endpoints do.
-UNSTABLE_FEATURES: dict[str, bool] = {}
+UNSTABLE_FEATURES: dict[str, bool] = {
+    "uk.half-shot.msc2666.query_mutual_rooms": True,  # mutual rooms
+    "org.matrix.msc2946": True,  # space hierarchy
+    "org.matrix.msc3827": True,  # room types in the public room directory
+    "org.matrix.msc3030": True,  # timestamp_to_event
+}
 
 
 @bp.get("/_matrix/client/versions")

@@ -134,6 +134,9 @@ class DnspythonBackend:
     attempts: int
     tcp_fallback: bool
     tcp_only: bool
+    # Tests point these at a DNS server on loopback; None reads /etc/resolv.conf.
+    nameservers: list[str] | None = None
+    port: int = 53
     _resolver: Any = None
 
     def _get(self) -> Any:
@@ -141,11 +144,17 @@ class DnspythonBackend:
             import dns.asyncresolver
             import dns.resolver
 
-            try:
-                resolver = dns.asyncresolver.Resolver(configure=True)
-            except dns.resolver.NoResolverConfiguration:
-                log.warning("no DNS configuration (/etc/resolv.conf); federation by name fails")
+            if self.nameservers is not None:
                 resolver = dns.asyncresolver.Resolver(configure=False)
+                resolver.nameservers = list(self.nameservers)
+                resolver.port = self.port
+            else:
+                try:
+                    resolver = dns.asyncresolver.Resolver(configure=True)
+                except dns.resolver.NoResolverConfiguration:
+                    log.warning("no DNS configuration (/etc/resolv.conf): federation by name "
+                                "cannot work")
+                    resolver = dns.asyncresolver.Resolver(configure=False)
             resolver.timeout = self.timeout
             resolver.lifetime = self.timeout
             self._resolver = resolver
@@ -295,7 +304,14 @@ class Discovery:
 
     async def _by_srv(self, server_name: str, host: str, tls_name: str) -> Destination:
         for service in ("_matrix-fed._tcp", "_matrix._tcp"):
-            for record in await self.resolver.srv(f"{service}.{host}"):
+            try:
+                records = await self.resolver.srv(f"{service}.{host}")
+            except DnsFailure as exc:  # as if there were none; the A lookup decides
+                log.debug("%s", exc)
+                records = []
+            # Lowest priority first; among equals the heaviest (weights are for spreading
+            # load, which one server's federation traffic does not need).
+            for record in sorted(records, key=lambda r: (r.priority, -r.weight)):
                 if record.target in ("", "."):  # "service decidedly not available"
                     continue
                 addresses = await self._addresses(record.target)

@@ -72,8 +72,14 @@ class Queries:
         try:
             answer = await self.client.request("GET", parsed.server_name, f"{QUERY}/profile",
                                                query=query)
-        except (FederationError, RemoteError) as exc:
+        except RemoteError as exc:
             raise remote_failure(exc, "Profile") from None
+        except FederationError as exc:
+            # As conduwuit: a server we cannot reach has no profile to show.
+            if "disabled" in exc.reason or "forbidden" in exc.reason:
+                raise remote_failure(exc, "Profile") from None
+            raise not_found(f"Profile not found: {exc.destination} could not be reached "
+                            f"({exc.reason})") from None
         if not isinstance(answer, dict):
             raise MatrixError(502, "M_UNKNOWN", f"{parsed.server_name} sent a broken profile")
         profile = {k: v for k, v in answer.items() if v is not None}

@@ -422,7 +422,7 @@ class Media:
             raise not_found("Media not found") from None
         info = ThumbnailInfo(thumb.content_type, thumb.width, thumb.height, len(thumb.data),
                              thumb.animated)
-        received = await self.files.receive_bytes(thumb.data)
+        received = await self.files.receive_bytes(thumb.data, durable=False)
         with trio.CancelScope(shield=True):
             await self.files.commit(received, key)
             self._thumbs.put(key, info.to_json())
@@ -529,11 +529,14 @@ class Media:
     async def startup_check(self) -> None:
         """``media_startup_check``: files and metadata agree; leftovers are removed.
 
-        Temporary files of interrupted uploads are deleted. Metadata of a thumbnail
-        whose file is gone is dropped (it is made again on request); metadata of media
-        whose file is gone is dropped only with ``prune_missing_media``, else reported.
+        Temporary files of interrupted uploads and expired reservations of async
+        uploads are deleted. Metadata of a thumbnail whose file is gone is dropped (it
+        is made again on request); metadata of media whose file is gone is dropped only
+        with ``prune_missing_media``, else reported.
         """
-        def scan() -> tuple[int, list[bytes], list[bytes]]:
+        now = self.clock()
+
+        def scan() -> tuple[int, list[bytes], list[bytes], list[tuple[str, str]]]:
             temps = self.files.leftover_temps()
             for temp in temps:
                 temp.unlink(missing_ok=True)
@@ -541,18 +544,25 @@ class Media:
                              if not self.files.path(key).is_file()]
             missing_thumbs = [key for key in self._thumbs.keys(b"")
                               if not self.files.path(key).is_file()]
-            return len(temps), missing_media, missing_thumbs
+            expired = []
+            for key, raw in self._pending.iter():
+                entry = orjson.loads(raw)
+                if entry["expires_ms"] <= now:
+                    expired.append((entry["user_id"], key.decode("utf-8")))
+            return len(temps), missing_media, missing_thumbs, expired
 
-        temps, missing_media, missing_thumbs = await trio.to_thread.run_sync(scan)
-        if missing_thumbs:
-            with self.store.batch() as batch:
-                for key in missing_thumbs:
-                    batch.delete(self._thumbs, key)
+        temps, missing_media, missing_thumbs, expired = await trio.to_thread.run_sync(scan)
+        with self.store.batch() as batch:
+            for key in missing_thumbs:
+                batch.delete(self._thumbs, key)
+            for user_id, reserved in expired:
+                self._drop_pending(batch, user_id, reserved)
         for key in missing_media:
-            server, _, media_id = key.partition(SEP)
-            mxc = f"mxc://{server.decode()}/{media_id.decode()}"
+            raw_server, _, raw_id = key.partition(SEP)
+            server_name, media_id = raw_server.decode(), raw_id.decode()
+            mxc = f"mxc://{server_name}/{media_id}"
             if self.config.prune_missing_media:
-                await self.delete(server.decode(), media_id.decode())
+                await self.delete(server_name, media_id)
                 log.warning("media file of %s is missing: its entry was pruned", mxc)
             else:
                 log.warning("media file of %s is missing (prune_missing_media is off)", mxc)

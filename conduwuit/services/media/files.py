@@ -88,11 +88,13 @@ class MediaFiles:
     def path(self, key: bytes) -> Path:
         return self.root / file_name(key)
 
-    async def receive(self, chunks: AsyncIterable[bytes], limit: int) -> Received:
+    async def receive(self, chunks: AsyncIterable[bytes], limit: int, *,
+                      durable: bool = True) -> Received:
         """Stream ``chunks`` into a new temporary file; :class:`TooLarge` past ``limit``.
 
         The temporary file is removed on any failure (too large, a timeout, the
-        client going away, cancellation).
+        client going away, cancellation). ``durable`` files are on disk (fsync)
+        before this returns; files that can be made again (thumbnails) skip that.
         """
         temp = self.root / f"{TEMP_PREFIX}{secrets.token_hex(12)}"
         handle = await trio.to_thread.run_sync(_create, temp)
@@ -112,18 +114,18 @@ class MediaFiles:
                 if pending_size >= WRITE_BUFFER:
                     data, pending, pending_size = b"".join(pending), [], 0
                     await trio.to_thread.run_sync(_write, handle, hasher, data)
-            await trio.to_thread.run_sync(_finish, handle, hasher, b"".join(pending))
+            await trio.to_thread.run_sync(_finish, handle, hasher, b"".join(pending), durable)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(_abandon, handle, temp)
             raise
         return Received(temp, size, hasher.hexdigest())
 
-    async def receive_bytes(self, data: bytes) -> Received:
+    async def receive_bytes(self, data: bytes, *, durable: bool = True) -> Received:
         async def one() -> AsyncIterator[bytes]:
             yield data
 
-        return await self.receive(one(), len(data))
+        return await self.receive(one(), len(data), durable=durable)
 
     async def commit(self, received: Received, key: bytes) -> Path:
         """Move a received file into place under ``key`` (atomic, replaces any old file)."""
@@ -163,12 +165,13 @@ def _write(handle: BinaryIO, hasher: hashlib._Hash, data: bytes) -> None:
     handle.write(data)
 
 
-def _finish(handle: BinaryIO, hasher: hashlib._Hash, data: bytes) -> None:
+def _finish(handle: BinaryIO, hasher: hashlib._Hash, data: bytes, durable: bool) -> None:
     if data:
         _write(handle, hasher, data)
     handle.flush()
-    # The data reaches the disk before the rename makes it visible.
-    os.fsync(handle.fileno())
+    if durable:
+        # The data reaches the disk before the rename makes it visible.
+        os.fsync(handle.fileno())
     handle.close()
 
 

@@ -370,6 +370,8 @@ class UrlPreviews:
             raise forbidden("URL preview of this address is not allowed") from None
         except trio.TooSlowError:
             raise fetch_failed("Timed out fetching the URL") from None
+        except httpx.InvalidURL as exc:
+            raise invalid_param(f"url cannot be fetched: {exc}") from None
         except httpx.HTTPError as exc:
             raise fetch_failed(f"Failed to fetch the URL: {type(exc).__name__}") from None
 
@@ -401,19 +403,16 @@ class UrlPreviews:
         try:
             parse_url(url)
             response = await self._get(client, url, check_page=False)
-        except MatrixError as exc:
-            log.debug("og:image %s skipped: %s", url, exc.error)
+            try:
+                content_type = response.headers.get("Content-Type")
+                if not (content_type or "").lower().startswith("image/"):
+                    return {}
+                return await self._image_fields(response, content_type)
+            finally:
+                await response.aclose()
+        except (MatrixError, AddressDenied, httpx.HTTPError) as exc:
+            log.debug("og:image %s skipped: %s", url, exc)
             return {}
-        try:
-            content_type = response.headers.get("Content-Type")
-            if not (content_type or "").lower().startswith("image/"):
-                return {}
-            return await self._image_fields(response, content_type)
-        except MatrixError as exc:
-            log.debug("og:image %s skipped: %s", url, exc.error)
-            return {}
-        finally:
-            await response.aclose()
 
     async def _image_fields(self, response: httpx.Response,
                             content_type: str | None) -> dict[str, Any]:
