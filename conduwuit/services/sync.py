@@ -25,7 +25,6 @@ from .filters import Filters
 from .notifier import Notifier
 from .requester import Requester
 from .rooms import Rooms
-from .rooms.format import client_event
 from .rooms.membership import BAN, INVITE, JOIN, KNOCK, LEAVE
 from .rooms.state import StateMap
 
