@@ -1625,7 +1625,9 @@ class Config:
         "media",
         False,
         BOOL,
-        "Keep Conduit-style links to media files, for switching back to Conduit.",
+        "Keep Conduit-style links to media files, for switching back to Conduit. Conduit "
+        "cannot read this server's database, so there is nothing to switch back to.",
+        inert=_HERE,
     )
     prune_missing_media: bool = _field(
         "media",
