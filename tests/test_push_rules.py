@@ -9,6 +9,7 @@ import pytest
 from conduwuit.protocol.push_rules import (
     PushContext,
     clean_actions,
+    compile_ruleset,
     default_ruleset,
     evaluate,
     glob_matches,
@@ -292,3 +293,23 @@ def test_actions_helpers() -> None:
     rules = {"override": [{"rule_id": "r", "enabled": True, "conditions": [],
                            "actions": ["dont_notify"]}]}
     assert evaluate(rules, message(), ctx()) == []
+
+
+def test_compiled_rulesets_agree_with_the_rules() -> None:
+    compiled = compile_ruleset(default_ruleset(ME))
+    events = [message(), message("alice?"), message(msgtype="m.notice"),
+              {"type": "M.ROOM.MESSAGE", "sender": OTHER, "content": {"body": "x"}},
+              {"type": "m.room.member", "sender": OTHER, "state_key": ME,
+               "content": {"membership": "invite"}},
+              {"type": 5, "sender": OTHER, "content": {"body": "alice"}},
+              {"sender": OTHER, "content": {}}]
+    for event in events:
+        for context in (ctx(), ctx(member_count=2)):
+            assert compiled.evaluate(event, context) \
+                == evaluate(default_ruleset(ME), event, context), event
+    # Event types match case-insensitively, through the type index too.
+    assert compiled.evaluate(events[3], ctx()) == ["notify"]
+    assert compiled.evaluate(events[5], ctx()) == evaluate(default_ruleset(ME), events[5], ctx())
+    assert highlights(compiled.evaluate(events[5], ctx()))  # no type, still a content match
+    # Disabled rules are left out entirely.
+    assert ".m.rule.master" not in [r.rule["rule_id"] for r in compiled.rules]

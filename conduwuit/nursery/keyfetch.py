@@ -58,12 +58,12 @@ def phases(keys: ServerSigningKeys, fetch: KeyFetch) -> Sequence[str]:
 async def serve_batch(keys: ServerSigningKeys, batch: list[KeyFetch],
                       limiter: trio.CapacityLimiter) -> None:
     try:
+        plans = {id(f): phases(keys, f) for f in batch}
         for step in range(2):
-            wanted = [f for f in batch if not keys.satisfied(f)]
-            notary = [f for f in wanted if len(phases(keys, f)) > step
-                      and phases(keys, f)[step] == "notary"]
-            direct = [f for f in wanted if len(phases(keys, f)) > step
-                      and phases(keys, f)[step] == "direct"]
+            due = [(f, plans[id(f)][step]) for f in batch
+                   if len(plans[id(f)]) > step and not keys.satisfied(f)]
+            notary = [f for f, where in due if where == "notary"]
+            direct = [f for f, where in due if where == "direct"]
             async with trio.open_nursery() as nursery:
                 if notary:
                     nursery.start_soon(_ask_notaries, keys, notary, limiter)

@@ -10,9 +10,11 @@ same shape, so :func:`evaluate` works on either.
 
 ``evaluate(ruleset, event, context)`` returns the actions of the first enabled
 rule that matches, in the spec's order (``.m.rule.master`` always first), with
-the historical ``dont_notify``/``coalesce`` actions stripped. Everything here is
-pure: the caller supplies what the rules need to know about the room and the
-user in a :class:`PushContext`.
+the historical ``dont_notify``/``coalesce`` actions stripped. Hot paths (every
+member of a room, for every event) compile a ruleset once with
+:func:`compile_ruleset` and call its ``evaluate``. Everything here is pure: the
+caller supplies what the rules need to know about the room and the user in a
+:class:`PushContext`.
 """
 
 from __future__ import annotations
