@@ -58,7 +58,13 @@ class Event:
     @property
     def room_id(self) -> str | None:
         value = self.pdu.get("room_id")
-        return value if isinstance(value, str) else None
+        if isinstance(value, str):
+            return value
+        if self.room_version.room_id_is_create_hash and self.type == "m.room.create":
+            # v12: the create event carries no room_id; the room id is "!" + the same
+            # reference hash that makes its event id "$" + hash.
+            return "!" + self.event_id[1:]
+        return None
 
     @property
     def content(self) -> Mapping[str, Any]:

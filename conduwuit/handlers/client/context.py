@@ -1,7 +1,8 @@
 """``/rooms/{roomId}/context/{eventId}`` and ``/rooms/{roomId}/timestamp_to_event``.
 
-Tokens are the stream counts ``/messages`` reads: ``start`` is the position of the
-oldest event returned (paginate backwards from it), ``end`` the newest (forwards).
+Tokens are positions between events as ``/messages`` reads them (token T = just after
+the event with stream count T): ``start`` lies just before the oldest event returned,
+``end`` just after the newest, so paginating from either continues without a gap.
 Only events the user may see (history visibility) are returned or counted.
 """
 
@@ -74,7 +75,7 @@ async def context(room_id: str, event_id: str) -> Response:
         "event": _serve(who, event),
         "events_before": [_serve(who, e) for _, e in before],
         "events_after": [_serve(who, e) for _, e in after],
-        "start": str(before[-1][0] if before else count),
+        "start": str((before[-1][0] if before else count) - 1),
         "end": str(after[-1][0] if after else count),
         "state": state_events,
     })

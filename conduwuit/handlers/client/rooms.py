@@ -151,31 +151,38 @@ async def messages(room_id: str) -> Response:
     if direction not in ("b", "f"):
         raise MatrixError(400, "M_INVALID_PARAM", "dir must be 'b' or 'f'")
     limit = _int_arg("limit", 10, 0, MAX_PAGE)
+    # Tokens are positions between events: token T means "just after the event with
+    # stream count T", whichever way one paginates from it (sync tokens are the same).
     start = _token_arg("from")
     end = _token_arg("to")
     # A user who left reads up to their leave event and no further.
-    cap = access.until + 1 if access.until is not None else None
+    cap = access.until
     if direction == "b":
-        upper = start if cap is None else min(start if start is not None else cap, cap)
-        page = rooms.events.timeline(room_id, before=upper, after=end, reverse=True)
+        newest = start if start is not None else services().store.current_count()
+        if cap is not None:
+            newest = min(newest, cap)
+        page = rooms.events.timeline(room_id, before=newest + 1, after=end, reverse=True)
+        position = newest
     else:
-        upper = end if cap is None else min(end if end is not None else cap, cap)
-        page = rooms.events.timeline(room_id, after=start, before=upper)
+        newest_allowed = end if cap is None else min(end if end is not None else cap, cap)
+        before = newest_allowed + 1 if newest_allowed is not None else None
+        page = rooms.events.timeline(room_id, after=start, before=before)
+        position = start or 0
     chunk: list[dict[str, Any]] = []
-    last = start
     exhausted = True
     for scanned, (count, event) in enumerate(page):
         if len(chunk) >= limit or scanned >= limit + SCAN_BUDGET:
             exhausted = False
             break
-        last = count
+        position = count - 1 if direction == "b" else count
         if rooms.visibility.can_see(who.user_id, event, count):
             chunk.append(_serve(who, event))
     body: dict[str, Any] = {"chunk": chunk,
                             "start": str(start if start is not None else
-                                         services().store.current_count())}
-    if (not exhausted or len(chunk) == limit) and last is not None:
-        body["end"] = str(last)
+                                         (services().store.current_count()
+                                          if direction == "b" else 0))}
+    if not exhausted or len(chunk) == limit:
+        body["end"] = str(position)
     return json_response(body)
 
 

@@ -20,6 +20,8 @@ def client_event(event: Event, *, unsigned: Mapping[str, Any] | None = None,
     body["event_id"] = event.event_id
     if event.room_id is None or not include_room_id:
         body.pop("room_id", None)
+    else:
+        body["room_id"] = event.room_id  # v12 create events carry none in the PDU
     if event.redacts is not None:
         # v11 moved `redacts` into content; clients still read the top-level copy too.
         body["redacts"] = event.redacts

@@ -175,7 +175,7 @@ class Search:
     def context(self, room_id: str, count: int, before: int, after: int) -> Context:
         earlier = list(islice(self.events.timeline(room_id, before=count, reverse=True), before))
         later = list(islice(self.events.timeline(room_id, after=count), after))
-        start = earlier[-1][0] if earlier else count
+        start = (earlier[-1][0] if earlier else count) - 1  # just before the oldest shown
         end = later[-1][0] if later else count
         return Context(earlier, later, start, end)
 
