@@ -25,7 +25,9 @@ from conduwuit.handlers.app import create_app
 from conduwuit.handlers.context import MatrixApp
 from conduwuit.handlers.middleware import KeepEncodedSlashes, ShieldFinalSend
 from conduwuit.listeners import hypercorn_config
-from conduwuit.nursery import last_seen
+from conduwuit.nursery import keyfetch, last_seen
+from conduwuit.nursery import presence as presence_job
+from conduwuit.nursery import typing as typing_job
 from conduwuit.nursery.jobs import Supervisor
 from conduwuit.services import Services
 from conduwuit.store import Store, StoreOptions
@@ -151,8 +153,17 @@ class Server:
 
     async def _start_jobs(self) -> None:
         assert self.services is not None
+        svc = self.services
+        # Long-lived jobs of nursery/: the server wires them to the services they drive.
         await self.supervisor.start_job("devices", "last-seen",
-                                        functools.partial(last_seen.run, self.services.devices))
+                                        functools.partial(last_seen.run, svc.devices))
+        await self.supervisor.start_job("federation", "keyfetch",
+                                        functools.partial(keyfetch.run, svc.federation.keys))
+        await self.supervisor.start_job("typing", "expiry",
+                                        functools.partial(typing_job.run, svc.typing))
+        if self.config.allow_local_presence:
+            await self.supervisor.start_job("presence", "timers",
+                                            functools.partial(presence_job.run, svc.presence))
         for family, name, job in self.services.jobs:
             await self.supervisor.start_job(family, name, job)
         if self.notifier.watchdog_interval is not None:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
 
 from conduwuit.config import Config
-from conduwuit.nursery import keyfetch as keyfetch_job
-from conduwuit.nursery import presence as presence_job
-from conduwuit.nursery import typing as typing_job
 from conduwuit.store import Store
 
 from .account_data import AccountData
@@ -113,8 +109,6 @@ class Services:
         e2ee.attach(sync, devices, accounts, rooms)
         jobs: list[Job] = []
         federation = Federation.build(config, store, server_keys, profile, rooms)
-        jobs.append(("federation", "keyfetch",
-                     functools.partial(keyfetch_job.run, federation.keys)))
         jobs.append(("federation", "connections", federation.hold_connections))
         # typing, receipts, presence, unread counts: ephemeral data of /sync
         typing = Typing(store, rooms.membership, notifier, config.typing_client_timeout_min_s,
@@ -131,9 +125,6 @@ class Services:
         sync.ephemeral_sources.extend((typing.ephemeral, receipts.ephemeral))
         sync.presence_source = presence.source
         sync.unread_source = unread.counts
-        jobs.append(("typing", "expiry", functools.partial(typing_job.run, typing)))
-        if config.allow_local_presence:
-            jobs.append(("presence", "timers", functools.partial(presence_job.run, presence)))
         media = Media(config, store, stopping)
         if config.media_startup_check:
             jobs.append(("media", "startup-check", media.startup_check))
