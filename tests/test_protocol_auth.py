@@ -100,7 +100,8 @@ def test_create_without_room_version_allowed(rv: str) -> None:
 def test_creator_property_required_until_v10(rv: str) -> None:
     create = create_event(rv)
     content = {k: v for k, v in create.content.items() if k != "creator"}
-    bare = make_event(rv, "m.room.create", ALICE, content, state_key="", room_id=create.pdu.get("room_id"))
+    bare = make_event(rv, "m.room.create", ALICE, content, state_key="",
+                      room_id=create.pdu.get("room_id"))
     if version(rv).creator_is_sender:
         check_auth(bare, {})
     else:
