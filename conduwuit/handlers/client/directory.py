@@ -20,7 +20,11 @@ bp = Blueprint("client_directory", __name__)
 
 @client_route(bp, "GET", "/directory/room/<room_alias>")
 async def get_alias(room_alias: str) -> Response:
-    room_id, servers = services().rooms.room_directory.resolve(room_alias)
+    svc = services()
+    if not room_alias.endswith(f":{svc.config.server_name}") and svc.config.allow_federation:
+        # Another server's alias: ask that server (federation query/directory).
+        return json_response(await svc.federation.queries.resolve_alias(room_alias))
+    room_id, servers = svc.rooms.room_directory.resolve(room_alias)
     return json_response({"room_id": room_id, "servers": servers})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
 from quart import Blueprint, Response, request
 
 from conduwuit.errors import MatrixError
@@ -49,11 +50,11 @@ async def query_keys() -> Response:
     self_signing_keys: dict[str, Any] = {}
     user_signing_keys: dict[str, Any] = {}
     failures: dict[str, Any] = {}
+    remote: dict[str, dict[str, list[str]]] = {}
     for user_id, raw_devices in wanted.items():
         device_ids = require_device_list(raw_devices)
         if server_of(user_id) != local:
-            failures[server_of(user_id)] = {
-                "status": 503, "message": "Federation with this server is not available yet"}
+            remote.setdefault(server_of(user_id), {})[user_id] = device_ids
             continue
         device_keys[user_id] = e2ee.keys.query_devices(who.user_id, user_id, device_ids)
         for usage, out in ((MASTER, master_keys), (SELF_SIGNING, self_signing_keys),
@@ -61,9 +62,44 @@ async def query_keys() -> Response:
             key = e2ee.cross_signing.for_query(who.user_id, user_id, usage)
             if key is not None:
                 out[user_id] = key
+    answers = await _ask_servers(remote, _timeout_s(body), failures)
+    for answer in answers:
+        for field, out in (("device_keys", device_keys), ("master_keys", master_keys),
+                           ("self_signing_keys", self_signing_keys)):
+            section = answer.get(field)
+            if isinstance(section, dict):
+                out.update(section)
     return json_response({"device_keys": device_keys, "master_keys": master_keys,
                           "self_signing_keys": self_signing_keys,
                           "user_signing_keys": user_signing_keys, "failures": failures})
+
+
+def _timeout_s(body: dict[str, Any]) -> float:
+    timeout = body.get("timeout", 10_000)
+    return max(0.1, min(60.0, timeout / 1000)) if isinstance(timeout, int) else 10.0
+
+
+async def _ask_servers(remote: dict[str, dict[str, list[str]]], timeout: float,
+                       failures: dict[str, Any]) -> list[dict[str, Any]]:
+    """Query other servers' device keys at once; a server that fails lands in failures."""
+    answers: list[dict[str, Any]] = []
+    svc = services()
+
+    async def ask(server: str, users: dict[str, list[str]]) -> None:
+        if not svc.config.allow_federation:
+            failures[server] = {"status": 503, "message": "Federation is disabled here"}
+            return
+        try:
+            with trio.fail_after(timeout):
+                answers.append(await svc.federation.queries.keys_query(server, users))
+        except (MatrixError, trio.TooSlowError) as exc:
+            failures[server] = {"status": getattr(exc, "status", 504),
+                                "message": getattr(exc, "error", "Timed out")}
+
+    async with trio.open_nursery() as nursery:
+        for server, users in remote.items():
+            nursery.start_soon(ask, server, users)
+    return answers
 
 
 @client_route(bp, "POST", "/keys/claim")
