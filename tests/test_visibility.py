@@ -304,3 +304,35 @@ async def test_visibility_survives_restart(tmp_path: Path) -> None:
         assert await event_status(client, bob, room, hidden) == 404
         assert await event_status(client, bob, room, after) == 404
         assert await history(client, bob, room) == []
+
+
+async def test_search_relations_threads_and_sync_hide_earlier_history(
+        client: httpx.AsyncClient, server: Server) -> None:
+    alice = await make_user(server, "alice")
+    bob = await make_user(server, "bob")
+    room = await create(client, alice, preset="public_chat")
+    r = await client.put(f"{V3}/rooms/{room}/state/m.room.history_visibility/",
+                         json={"history_visibility": "joined"}, headers=alice.headers)
+    assert r.status_code == 200
+    root = await say(client, alice, room, "secret root")
+    r = await client.put(f"{V3}/rooms/{room}/send/m.room.message/thr", headers=alice.headers,
+                         json={"msgtype": "m.text", "body": "secret reply",
+                               "m.relates_to": {"rel_type": "m.thread", "event_id": root}})
+    assert r.status_code == 200
+    await client.post(f"{V3}/join/{room}", json={}, headers=bob.headers)
+    await say(client, alice, room, "public words after the join")
+    r = await client.post(f"{V3}/search", headers=bob.headers, json={
+        "search_categories": {"room_events": {"search_term": "secret"}}})
+    assert r.json()["search_categories"]["room_events"]["results"] == []
+    r = await client.post(f"{V3}/search", headers=bob.headers, json={
+        "search_categories": {"room_events": {"search_term": "public"}}})
+    assert len(r.json()["search_categories"]["room_events"]["results"]) == 1
+    r = await client.get(f"/_matrix/client/v1/rooms/{q(room)}/relations/{q(root)}",
+                         headers=bob.headers)
+    assert r.json()["chunk"] == []
+    r = await client.get(f"/_matrix/client/v1/rooms/{q(room)}/threads", headers=bob.headers)
+    assert r.json()["chunk"] == []
+    r = await client.get(f"{V3}/sync", headers=bob.headers)
+    bodies = [e["content"].get("body") for e in
+              r.json()["rooms"]["join"][room]["timeline"]["events"]]
+    assert "secret root" not in bodies and "public words after the join" in bodies

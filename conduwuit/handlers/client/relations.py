@@ -64,8 +64,9 @@ async def _relations(room_id: str, event_id: str, rel_type: str | None,
         if len(chunk) >= limit:
             more = True
             break
-        chunk.append(_serve(who, related.event))
         last = related.count
+        if rooms.visibility.can_see(who.user_id, related.event, related.count):
+            chunk.append(_serve(who, related.event))
     body: dict[str, Any] = {"chunk": chunk}
     if more and last is not None:
         body["next_batch"] = str(last)
@@ -95,8 +96,9 @@ async def threads(room_id: str) -> Response:
         if len(chunk) >= limit:
             more = True
             break
-        chunk.append(_serve(who, root))
         last = activity
+        if rooms.visibility.can_see(who.user_id, root):
+            chunk.append(_serve(who, root))
     body: dict[str, Any] = {"chunk": chunk}
     if more and last is not None:
         body["next_batch"] = str(last)

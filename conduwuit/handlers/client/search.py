@@ -64,16 +64,18 @@ def _room_events(who: Requester, query: Query, page: Page,
     room_ids: list[str] = []
     for hit in page.hits:
         event = rooms.events.get(hit.event_id)
-        if event is None:
-            continue
+        if event is None or not rooms.visibility.can_see(who.user_id, event, hit.count):
+            continue  # history from before the user could see the room stays hidden
         result: dict[str, Any] = {"rank": hit.rank, "result": _serve(who, event)}
         if context is not None:
             before, after, include_profile = context
             found = rooms.search.context(hit.room_id, hit.count, before, after)
             shown: dict[str, Any] = {
                 "start": str(found.start), "end": str(found.end),
-                "events_before": [_serve(who, e) for _, e in found.before],
-                "events_after": [_serve(who, e) for _, e in found.after],
+                "events_before": [_serve(who, e) for c, e in found.before
+                                  if rooms.visibility.can_see(who.user_id, e, c)],
+                "events_after": [_serve(who, e) for c, e in found.after
+                                 if rooms.visibility.can_see(who.user_id, e, c)],
             }
             if include_profile:
                 senders = {event.sender} | {e.sender for _, e in found.before + found.after}
