@@ -199,3 +199,32 @@ async def test_no_event_missed_or_repeated_across_the_token_chain(
         done.set()
     assert sorted(seen) == sorted(sent)
     assert len(seen) == len(set(seen))
+
+
+async def test_deprecated_events_and_initial_sync(client: httpx.AsyncClient,
+                                                  server: Server) -> None:
+    alice = await make_user(server, "alice")
+    room = await create(client, alice, name="Old API")
+    await send(client, alice, room, "first", "t1")
+    r = await client.get(f"{V3}/initialSync", params={"limit": "5"}, headers=alice.headers)
+    snapshot = r.json()
+    [entry] = snapshot["rooms"]
+    assert entry["room_id"] == room and entry["membership"] == "join"
+    assert "first" in [e["content"].get("body") for e in entry["messages"]["chunk"]]
+    assert any(e["type"] == "m.room.name" for e in entry["state"])
+    result: dict[str, Any] = {}
+
+    async def stream() -> None:
+        r = await client.get(f"{V3}/events", headers=alice.headers,
+                             params={"from": snapshot["end"], "timeout": "10000"})
+        result.update(r.json())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stream)
+        await trio.sleep(0.2)
+        await send(client, alice, room, "second", "t2")
+    assert [e["content"]["body"] for e in result["chunk"]] == ["second"]
+    assert result["chunk"][0]["room_id"] == room and result["start"] == snapshot["end"]
+    r = await client.get(f"{V3}/events", params={"timeout": "soon", "from": "s1"},
+                         headers=alice.headers)
+    assert r.status_code == 400
