@@ -158,8 +158,12 @@ async def test_deactivation(client: httpx.AsyncClient, alice: LoggedIn, server: 
     r = await client.put(f"{V3}/profile/{alice.user_id}/displayname",
                          json={"displayname": "Alice"}, headers=auth(alice))
     assert r.status_code == 200
+    r = await client.post(f"{V3}/createRoom", json={}, headers=auth(alice))
+    room = r.json()["room_id"]
     r = await uia(client, f"{V3}/account/deactivate", alice, {})
     assert r.json() == {"id_server_unbind_result": "no-support"}
+    assert server.services is not None
+    assert server.services.rooms.membership.membership(room, alice.user_id) == "leave"
     r = await client.get(f"{V3}/account/whoami", headers=auth(alice))
     assert (r.status_code, r.json()["errcode"]) == (401, "M_UNKNOWN_TOKEN")
     r = await login(client, user="alice", password="wonderland")

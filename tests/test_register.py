@@ -225,3 +225,20 @@ async def test_open_registration_offers_dummy(tmp_path: Path) -> None:
             "username": "mia", "password": "pw",
             "auth": {"type": "m.login.dummy", "session": r.json()["session"]}})
         assert r.status_code == 200
+
+
+async def test_auto_join_rooms(tmp_path: Path) -> None:
+    from tests.support.users import make_user
+
+    config = make_config(tmp_path, allow_registration=True, registration_token=TOKEN,
+                         auto_join_rooms=["#lobby:test.local"])
+    async with running_server(config) as server, httpx.AsyncClient(
+            base_url=server.bound[0]) as client:
+        alice = await make_user(server, "alice")
+        r = await client.post(f"{V3}/createRoom", headers=alice.headers,
+                              json={"preset": "public_chat", "room_alias_name": "lobby"})
+        room = r.json()["room_id"]
+        reply = (await register(client, username="newcomer")).json()
+        r = await client.get(f"{V3}/joined_rooms",
+                             headers={"Authorization": f"Bearer {reply['access_token']}"})
+        assert r.json() == {"joined_rooms": [room]}

@@ -99,6 +99,7 @@ class Services:
         server_keys.load_or_create()
         rooms = Rooms.build(config, store, server_keys, users, profile)
         registration.on_registered.append(rooms.actions.auto_join)
+        accounts.on_deactivated.append(rooms.actions.leave_all)
         notifier = Notifier(stopping)
         account_data = AccountData(store)
         account_data.on_change.append(lambda user_id, _room, _pos: notifier.notify_user(user_id))

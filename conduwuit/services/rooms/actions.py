@@ -119,6 +119,16 @@ class MembershipActions:
             raise MatrixError(400, "M_UNKNOWN", "Leave the room before forgetting it")
         self.membership.forget(user_id, room_id)
 
+    async def leave_all(self, user_id: str) -> None:
+        """Deactivation hook: leave every joined room and decline every invite."""
+        for room_id, change in list(self.membership.rooms_of(user_id)):
+            if change.membership in (JOIN, INVITE, KNOCK):
+                try:
+                    await self._send(room_id, user_id, user_id, _content(LEAVE, None))
+                except MatrixError as refused:
+                    log.warning("could not leave %s for deactivated %s: %s", room_id,
+                                user_id, refused.error)
+
     async def auto_join(self, user_id: str, _display_name: str) -> None:
         """Registration hook: join ``auto_join_rooms`` (guests only if allowed)."""
         if self.users.is_guest(user_id) and not self.config.allow_guests_auto_join_rooms:
