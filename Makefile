@@ -29,6 +29,8 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.versions_rps
 	$(BIN)/python -m bench.accounts
+	$(BIN)/python -m bench.idle_syncs
+	bench/hsbench_compare.sh --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info
