@@ -387,3 +387,39 @@ async def test_remote_profile_and_alias_from_the_client_api(tmp_path: Path) -> N
         with pytest.raises(MatrixError) as caught:
             await queries.resolve_alias("#hall:test.local")
         assert caught.value.status == 404
+
+
+async def test_public_room_directory_over_federation(tmp_path: Path) -> None:
+    ran: list[str] = []
+    async with _setup(tmp_path, ran, count=1,
+                      allow_public_room_directory_over_federation=True) as (
+            fakes, server, client):
+        alice = await make_user(server, "alice")
+        r = await client.post("/_matrix/client/v3/createRoom", headers=alice.headers,
+                              json={"visibility": "public", "name": "Town square"})
+        room = r.json()["room_id"]
+        r = await _signed(client, fakes[0], "GET", "/_matrix/federation/v1/publicRooms")
+        assert [c["room_id"] for c in r.json()["chunk"]] == [room]
+        r = await _signed(client, fakes[0], "POST", "/_matrix/federation/v1/publicRooms",
+                          body={"filter": {"generic_search_term": "town"}, "limit": 5})
+        assert [c["name"] for c in r.json()["chunk"]] == ["Town square"]
+        r = await client.get("/_matrix/federation/v1/publicRooms")
+        _refused(r, 401, "M_UNAUTHORIZED")
+
+        # Our client reads the fake server's directory through us.
+        async def directory(_: FakeServer, request: FakeRequest) -> tuple[int, Any]:
+            return 200, {"chunk": [{"room_id": f"!far:{fakes[0].name}", "num_joined_members": 3,
+                                    "world_readable": False, "guest_can_join": False}],
+                         "total_room_count_estimate": 1}
+
+        fakes[0].routes[("POST", "/_matrix/federation/v1/publicRooms")] = directory
+        r = await client.get("/_matrix/client/v3/publicRooms",
+                             params={"server": fakes[0].name}, headers=alice.headers)
+        assert r.json()["chunk"][0]["room_id"] == f"!far:{fakes[0].name}"
+
+
+async def test_public_room_directory_over_federation_is_off_by_default(tmp_path: Path) -> None:
+    ran: list[str] = []
+    async with _setup(tmp_path, ran, count=1) as (fakes, _server, client):
+        r = await _signed(client, fakes[0], "GET", "/_matrix/federation/v1/publicRooms")
+        _refused(r, 403, "M_FORBIDDEN")

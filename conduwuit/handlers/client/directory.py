@@ -11,6 +11,7 @@ from conduwuit.handlers.auth import optional_requester, requester
 from conduwuit.handlers.context import services
 from conduwuit.handlers.json import json_body, json_response
 from conduwuit.handlers.routing import client_route
+from conduwuit.services.federation.client import FederationError, RemoteError
 from conduwuit.services.rooms.room_directory import PublicRoomsQuery
 
 bp = Blueprint("client_directory", __name__)
@@ -72,7 +73,7 @@ async def public_rooms() -> Response:
     await _directory_reader()
     query = PublicRoomsQuery(limit=_limit(request.args.get("limit")),
                              since=request.args.get("since") or None)
-    return _list(request.args.get("server"), query)
+    return await _list(request.args.get("server"), query)
 
 
 @client_route(bp, "POST", "/publicRooms")
@@ -88,13 +89,32 @@ async def public_rooms_filtered() -> Response:
     search, room_types = _filter(body.get("filter"))
     query = PublicRoomsQuery(limit=limit, since=since or None, search=search,
                              room_types=room_types)
-    return _list(request.args.get("server"), query)
+    return await _list(request.args.get("server"), query)
 
 
-def _list(server: str | None, query: PublicRoomsQuery) -> Response:
-    directory = services().rooms.room_directory
-    directory.check_server(server or None)
-    return json_response(directory.public_rooms(query))
+async def _list(server: str | None, query: PublicRoomsQuery) -> Response:
+    svc = services()
+    directory = svc.rooms.room_directory
+    if not directory.is_remote(server or None):
+        return json_response(directory.public_rooms(query))
+    assert server is not None
+    # Another server's directory, read over federation (POST carries the filter).
+    body: dict[str, Any] = {}
+    if query.limit is not None:
+        body["limit"] = query.limit
+    if query.since is not None:
+        body["since"] = query.since
+    if query.search:
+        body["filter"] = {"generic_search_term": query.search}
+    try:
+        answer = await svc.federation.client.request(
+            "POST", server, "/_matrix/federation/v1/publicRooms", body=body)
+    except (FederationError, RemoteError) as exc:
+        raise MatrixError(502, "M_UNKNOWN",
+                          f"Could not read the room directory of {server}: {exc}") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("chunk"), list):
+        raise MatrixError(502, "M_UNKNOWN", f"{server} sent a broken room directory")
+    return json_response(answer)
 
 
 async def _directory_reader() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from . import keys, openid, query, user, version
+from . import keys, openid, public_rooms, query, user, version
 
-BLUEPRINTS: tuple[Blueprint, ...] = (version.bp, keys.bp, query.bp, user.bp, openid.bp)
+BLUEPRINTS: tuple[Blueprint, ...] = (version.bp, keys.bp, query.bp, user.bp, openid.bp,
+                                     public_rooms.bp)

@@ -193,19 +193,19 @@ class RoomDirectory:
 
     # --- listing -------------------------------------------------------------------
 
-    def check_server(self, server: str | None) -> None:
-        """Only our own directory can be listed until federation exists."""
+    def is_remote(self, server: str | None) -> bool:
+        """Whether a directory request names another server; refuses banned servers."""
         if server is None or server == self.config.server_name:
-            return
+            return False
         if not is_valid_server_name(server):
             raise MatrixError(400, "M_INVALID_PARAM", "Invalid server name")
         patterns = [*self.config.forbidden_remote_room_directory_server_names,
                     *self.config.forbidden_remote_server_names]
         if any(re.search(p, server) for p in patterns):
             raise MatrixError(403, "M_FORBIDDEN", "That server is banned on this homeserver")
-        raise MatrixError(502, "M_UNKNOWN",
-                          f"Cannot read the room directory of {server}: federation is not "
-                          "available yet")
+        if not self.config.allow_federation:
+            raise MatrixError(403, "M_FORBIDDEN", "Federation is disabled on this server")
+        return True
 
     def public_rooms(self, query: PublicRoomsQuery) -> dict[str, Any]:
         limit = DEFAULT_PUBLIC_ROOMS_LIMIT if query.limit is None \
