@@ -423,3 +423,34 @@ async def test_public_room_directory_over_federation_is_off_by_default(tmp_path:
     async with _setup(tmp_path, ran, count=1) as (fakes, _server, client):
         r = await _signed(client, fakes[0], "GET", "/_matrix/federation/v1/publicRooms")
         _refused(r, 403, "M_FORBIDDEN")
+
+
+async def test_remote_device_keys_from_the_client_api(tmp_path: Path) -> None:
+    ran: list[str] = []
+    async with _setup(tmp_path, ran, count=2) as (fakes, server, client):
+        remote, silent = fakes[0], fakes[1]
+        bob = f"@bob:{remote.name}"
+        device = {"user_id": bob, "device_id": "BOBDEV", "algorithms": [],
+                  "keys": {"ed25519:BOBDEV": "abc"}, "signatures": {}}
+
+        async def query(_: FakeServer, request: FakeRequest) -> tuple[int, Any]:
+            return 200, {"device_keys": {bob: {"BOBDEV": device}}}
+
+        async def claim(_: FakeServer, request: FakeRequest) -> tuple[int, Any]:
+            return 200, {"one_time_keys": {bob: {"BOBDEV": {"signed_curve25519:1": {}}}}}
+
+        async def broken(_: FakeServer, request: FakeRequest) -> tuple[int, Any]:
+            return 500, {"errcode": "M_UNKNOWN", "error": "down"}
+
+        remote.routes[("POST", "/_matrix/federation/v1/user/keys/query")] = query
+        remote.routes[("POST", "/_matrix/federation/v1/user/keys/claim")] = claim
+        silent.routes[("POST", "/_matrix/federation/v1/user/keys/query")] = broken
+        alice = await make_user(server, "alice")
+        carol = f"@carol:{silent.name}"
+        r = await client.post("/_matrix/client/v3/keys/query", headers=alice.headers,
+                              json={"device_keys": {bob: [], carol: []}})
+        assert r.json()["device_keys"][bob]["BOBDEV"]["keys"] == device["keys"]
+        assert silent.name in r.json()["failures"]
+        r = await client.post("/_matrix/client/v3/keys/claim", headers=alice.headers,
+                              json={"one_time_keys": {bob: {"BOBDEV": "signed_curve25519"}}})
+        assert r.json()["one_time_keys"] == {bob: {"BOBDEV": {"signed_curve25519:1": {}}}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
@@ -79,26 +80,30 @@ def _timeout_s(body: dict[str, Any]) -> float:
     return max(0.1, min(60.0, timeout / 1000)) if isinstance(timeout, int) else 10.0
 
 
-async def _ask_servers(remote: dict[str, dict[str, list[str]]], timeout: float,
-                       failures: dict[str, Any]) -> list[dict[str, Any]]:
-    """Query other servers' device keys at once; a server that fails lands in failures."""
+RemoteAsk = Callable[[str, Any], Awaitable[dict[str, Any]]]
+
+
+async def _ask_servers(remote: Mapping[str, Any], timeout: float, failures: dict[str, Any],
+                       ask: RemoteAsk | None = None) -> list[dict[str, Any]]:
+    """Ask other servers at once (default: their device keys); failures land in failures."""
     answers: list[dict[str, Any]] = []
     svc = services()
+    ask = ask or svc.federation.queries.keys_query
 
-    async def ask(server: str, users: dict[str, list[str]]) -> None:
+    async def one(server: str, users: Any) -> None:
         if not svc.config.allow_federation:
             failures[server] = {"status": 503, "message": "Federation is disabled here"}
             return
         try:
             with trio.fail_after(timeout):
-                answers.append(await svc.federation.queries.keys_query(server, users))
+                answers.append(await ask(server, users))
         except (MatrixError, trio.TooSlowError) as exc:
             failures[server] = {"status": getattr(exc, "status", 504),
                                 "message": getattr(exc, "error", "Timed out")}
 
     async with trio.open_nursery() as nursery:
         for server, users in remote.items():
-            nursery.start_soon(ask, server, users)
+            nursery.start_soon(one, server, users)
     return answers
 
 
@@ -107,7 +112,22 @@ async def claim_keys() -> Response:
     await requester(allow_guest=True)
     body = await json_body()
     wanted = require_object(body.get("one_time_keys"), "'one_time_keys'")
-    claimed, failures = services().e2ee.keys.claim_many(wanted)
+    local = services().config.server_name
+    claimed, failures = services().e2ee.keys.claim_many(
+        {u: d for u, d in wanted.items() if server_of(u) == local})
+    remote: dict[str, dict[str, Any]] = {}
+    for user_id, devices in wanted.items():
+        if server_of(user_id) != local:
+            if not isinstance(devices, dict) or not all(isinstance(a, str)
+                                                        for a in devices.values()):
+                raise MatrixError(400, "M_BAD_JSON",
+                                  "one_time_keys must map user ids to device ids to algorithms")
+            remote.setdefault(server_of(user_id), {})[user_id] = devices
+    claim_remote = services().federation.queries.keys_claim
+    for answer in await _ask_servers(remote, _timeout_s(body), failures, claim_remote):
+        section = answer.get("one_time_keys")
+        if isinstance(section, dict):
+            claimed.update(section)
     return json_response({"one_time_keys": claimed, "failures": failures})
 
 
