@@ -6,53 +6,24 @@ and reports a JSON summary; this test starts the real server process and checks 
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support import nio_e2ee_scenario as sc
-from tests.support.config import free_port, write_config
-from tests.support.process import REPO, ServerProcess
+from tests.support.nio_harness import context_of, nio_server, run_scenario
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "nio-e2ee-token-4321"
 
 
-def run_scenario(homeserver: str, store_dir: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.support.nio_e2ee_scenario", homeserver, TOKEN,
-         str(store_dir)],
-        cwd=REPO, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert lines, result.stderr
-    summary: dict[str, Any] = json.loads(lines[-1])
-    summary["_stderr"] = result.stderr
-    return summary
-
 
 def test_encrypted_conversation_and_backup_restore(tmp_path: Path) -> None:
-    port = free_port()
-    config = write_config(tmp_path, port=port, allow_registration=True,
-                          registration_token=TOKEN)
-    server = ServerProcess(tmp_path, ["-c", str(config)], module="conduwuit")
-    try:
-        server.wait_for("READY=1")
-        summary = run_scenario(f"http://127.0.0.1:{port}", tmp_path / "stores")
-        context = json.dumps({k: v for k, v in summary.items() if k != "_stderr"},
-                             indent=1, ensure_ascii=False) + "\n" + summary["_stderr"][-5000:]
-        check(summary, context)
-        server.signal(signal.SIGTERM)
-        assert server.wait() == 0, server.log()
-        assert "Traceback" not in server.log(), server.log()
-    finally:
-        server.close()
+    with nio_server(tmp_path, TOKEN) as url:
+        summary = run_scenario("nio_e2ee_scenario", url, TOKEN, str(tmp_path / "stores"))
+        check(summary, context_of(summary))
 
 
 def check(s: dict[str, Any], context: str) -> None:

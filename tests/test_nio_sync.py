@@ -10,17 +10,13 @@ collecting all the problems of one run before failing.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support import nio_sync_scenario as sc
-from tests.support.config import free_port, write_config
-from tests.support.process import REPO, ServerProcess
+from tests.support.nio_harness import context_of, nio_server, run_scenario
 
 pytestmark = pytest.mark.slow
 
@@ -51,36 +47,14 @@ EXPECTED: dict[str, list[str]] = {
 }
 
 
-def run_scenario(homeserver: str) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.support.nio_sync_scenario", homeserver, TOKEN],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert lines, result.stderr
-    summary: dict[str, Any] = json.loads(lines[-1])
-    summary["_stderr"] = result.stderr
-    return summary
-
 
 def test_two_nio_clients_see_each_other_live(tmp_path: Path) -> None:
-    port = free_port()
-    # A 1 s floor on typing periods lets the scenario watch one expire by itself.
-    config = write_config(tmp_path, port=port, allow_registration=True,
-                          registration_token=TOKEN, typing_client_timeout_min_s=1)
-    server = ServerProcess(tmp_path, ["-c", str(config)], module="conduwuit")
-    try:
-        server.wait_for("READY=1")
-        summary = run_scenario(f"http://127.0.0.1:{port}")
+    with nio_server(tmp_path, TOKEN,
+                    # A 1 s floor on typing periods lets the scenario watch one expire.
+                    typing_client_timeout_min_s=1) as url:
+        summary = run_scenario("nio_sync_scenario", url, TOKEN)
         problems = check(summary)
-        context = json.dumps({k: v for k, v in summary.items() if k != "_stderr"},
-                             indent=1, ensure_ascii=False) + "\n" + summary["_stderr"][-5000:]
-        assert not problems, "\n".join(problems) + "\n\n" + context
-        server.signal(signal.SIGTERM)
-        assert server.wait() == 0, server.log()
-        assert "Traceback" not in server.log(), server.log()
-    finally:
-        server.close()
+        assert not problems, "\n".join(problems) + "\n\n" + context_of(summary)
 
 
 def check(s: dict[str, Any]) -> list[str]:
