@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,6 @@ from conduwuit.errors import MatrixError
 from conduwuit.server import Server
 from conduwuit.services.account_data import AccountData, is_valid_room_id
 from conduwuit.store import Store
-from tests.support.config import make_config
-from tests.support.inprocess import running_server
 from tests.support.users import LoggedIn, make_user
 
 V3 = "/_matrix/client/v3"
@@ -119,18 +117,6 @@ def test_invalid_room_ids(room_id: str) -> None:
 
 
 # --------------------------------------------------------------------- HTTP
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    async with running_server(make_config(tmp_path)) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.bound[0]) as client:
-        yield client
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,18 +21,6 @@ V3 = "/_matrix/client/v3"
 def q(identifier: str) -> str:
     """Percent-encode an id for a path, '/' included (v3 event ids may contain it)."""
     return quote(identifier, safe="")
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    async with running_server(make_config(tmp_path)) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.bound[0]) as client:
-        yield client
 
 
 async def create(client: httpx.AsyncClient, user: LoggedIn, **body: Any) -> str:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from conduwuit.server import Server
-from tests.support.config import make_config
-from tests.support.inprocess import running_server
 from tests.support.users import LoggedIn, make_user
 
 V3 = "/_matrix/client/v3"
@@ -20,18 +16,6 @@ EMAIL_BODY = {"client_secret": "monkeys_are_GREAT", "email": "alice@example.org"
               "send_attempt": 1}
 MSISDN_BODY = {"client_secret": "s", "country": "GB", "phone_number": "07700900001",
                "send_attempt": 1}
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    async with running_server(make_config(tmp_path)) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.bound[0]) as client:
-        yield client
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,6 @@ from conduwuit.services.media.thumbnails import (
     render,
     standard_size,
 )
-from tests.support.config import make_config
-from tests.support.inprocess import running_server
 from tests.support.users import LoggedIn, make_user
 
 AUTHED = "/_matrix/client/v1/media"
@@ -157,18 +154,6 @@ def test_render_refuses_bombs_and_non_images(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ HTTP
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    async with running_server(make_config(tmp_path)) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.bound[0]) as client:
-        yield client
 
 
 @pytest.fixture
