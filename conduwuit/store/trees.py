@@ -75,6 +75,7 @@ TREES: dict[str, str] = {
     "alias_userid": "room alias -> user_id who created it",
     "publicroomids": "room_id -> '' for rooms in the public room directory",
     # relations (services/rooms/relations.py)
+    "relationtargets": "u64 shortroomid + u64 target shorteventid -> '' (has relations)",
     "tofrom_relation": (
         "u64 shortroomid + u64 target shorteventid + u64 source count -> u64 source "
         "shorteventid + (rel_type, source event type)"

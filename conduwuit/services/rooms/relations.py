@@ -29,6 +29,7 @@ from .short import ShortIds
 THREAD, REPLACE, REFERENCE, ANNOTATION = "m.thread", "m.replace", "m.reference", "m.annotation"
 
 RELATIONS = "tofrom_relation"
+TARGETS = "relationtargets"
 THREAD_ACTIVITY = "roomthread_activity"
 THREADS_BY_ACTIVITY = "roomactivity_threadroot"
 
@@ -91,6 +92,7 @@ class Relations:
         assert room is not None and target is not None and source is not None
         batch.put(RELATIONS, u64_be(room) + u64_be(target) + u64_be(count),
                   u64_be(source) + join(relation.rel_type, event.type))
+        batch.put(TARGETS, u64_be(room) + u64_be(target), b"")
         if relation.rel_type == THREAD:
             root_key = u64_be(room) + u64_be(target)
             previous = self.store.tree(THREAD_ACTIVITY).get(root_key)
@@ -213,7 +215,7 @@ class Relations:
     def unsigned(self, event: Event, user_id: str) -> dict[str, Any]:
         """``{"m.relations": ...}`` for ``event`` as ``user_id`` sees it, or nothing."""
         room_id = event.room_id
-        if room_id is None:
+        if room_id is None or not self._has_relations(room_id, event.event_id):
             return {}
         wanted = frozenset({THREAD, REPLACE, REFERENCE} if self._nesting == 0
                            else {REPLACE, REFERENCE})
@@ -244,6 +246,13 @@ class Relations:
         if references:
             bundle[REFERENCE] = {"chunk": [{"event_id": e} for e in references]}
         return {"m.relations": bundle} if bundle else {}
+
+    def _has_relations(self, room_id: str, event_id: str) -> bool:
+        """A point read: most events have no relations, and a scan costs far more."""
+        room, target = self.short.room(room_id), self.short.event(event_id)
+        if room is None or target is None:
+            return False
+        return u64_be(room) + u64_be(target) in self.store.tree(TARGETS)
 
     def _serve_nested(self, event: Event, user_id: str) -> dict[str, Any]:
         self._nesting += 1
