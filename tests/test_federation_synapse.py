@@ -8,6 +8,7 @@ venv); the test is skipped, loudly, only when Synapse cannot be installed.
 
 from __future__ import annotations
 
+import io
 import ssl
 import warnings
 from pathlib import Path
@@ -18,9 +19,11 @@ import httpx
 import pytest
 import trio
 import trustme
+from PIL import Image
 
 from conduwuit.protocol import signing
 from conduwuit.services.federation.keys import KeyFetch
+from conduwuit.services.media import media_key
 from tests.support.config import free_port, make_config
 from tests.support.fakefed import federation_options
 from tests.support.inprocess import running_server
@@ -183,3 +186,91 @@ async def _scenario(tmp_path: Path, synapse: Synapse, ca: trustme.CA) -> None:
         await keys.query_notary(synapse.server_name,
                                 [KeyFetch(synapse.server_name, frozenset(), 0)])
         assert set(keys.cached(synapse.server_name)) == set(synapse_keys["verify_keys"])
+
+
+async def test_remote_media_from_synapse(tmp_path: Path) -> None:
+    """A file uploaded on Synapse is fetched over authenticated federation media and cached.
+
+    Our client downloads it through ``/_matrix/client/v1/media/download``; our server
+    signs ``GET /_matrix/federation/v1/media/download/{mediaId}`` to Synapse and parses
+    its multipart answer. Then Synapse is stopped and the file (and a thumbnail made from
+    the cached copy) are still served: from the cache.
+    """
+    python = await _synapse_or_skip()
+    ca = trustme.CA()
+    synapse = Synapse(tmp_path / "synapse", python, ca)
+    await trio.to_thread.run_sync(synapse.start)
+    try:
+        await _media_scenario(tmp_path, synapse, ca)
+    except BaseException:
+        print(synapse.log_tail())
+        raise
+    finally:
+        await trio.to_thread.run_sync(synapse.stop)
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 40, 90)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def _media_scenario(tmp_path: Path, synapse: Synapse, ca: trustme.CA) -> None:
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "ours.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "ours.key"))
+    port = free_port()
+    ours = f"127.0.0.1:{port}"
+    (tmp_path / "ours").mkdir()
+    config = make_config(tmp_path / "ours", server_name=ours, port=port,
+                         tls={"certs": str(tmp_path / "ours.pem"),
+                              "key": str(tmp_path / "ours.key")},
+                         **federation_options())
+    trusted = ssl.create_default_context()
+    ca.configure_trust(trusted)
+    picture = _png((640, 480))
+    async with running_server(config) as server, \
+            httpx.AsyncClient(base_url=f"https://{ours}", verify=trusted, timeout=60) as us, \
+            httpx.AsyncClient(base_url=synapse.client_url, timeout=60) as syn:
+        assert server.services is not None
+        media = server.services.media
+        alice = await make_user(server, "alice")
+        bob = await _register(syn, "carol")
+        bob_headers = {"Authorization": f"Bearer {bob['access_token']}"}
+        r = await syn.post("/_matrix/media/v3/upload", params={"filename": "sunset.png"},
+                           content=picture, headers={**bob_headers, "Content-Type": "image/png"})
+        assert r.status_code == 200, r.text
+        server_name, media_id = r.json()["content_uri"].removeprefix("mxc://").split("/")
+        assert server_name == synapse.server_name
+        assert media.info(server_name, media_id) is None
+
+        url = f"/_matrix/client/v1/media/download/{server_name}/{media_id}"
+        r = await us.get(url, headers=alice.headers)
+        assert r.status_code == 200, r.text
+        assert r.content == picture
+        assert r.headers["Content-Type"] == "image/png"
+        assert "sunset.png" in r.headers["Content-Disposition"]
+        info = media.info(server_name, media_id)
+        assert info is not None and info.size == len(picture) and info.uploader is None
+        assert info.content_type == "image/png" and info.filename == "sunset.png"
+        assert media.files.path(media_key(server_name, media_id)).read_bytes() == picture
+
+        # Media Synapse does not have: 404, and nothing cached.
+        r = await us.get(f"/_matrix/client/v1/media/download/{server_name}/NoSuchMediaHere",
+                         headers=alice.headers)
+        assert (r.status_code, r.json()["errcode"]) == (404, "M_NOT_FOUND"), r.text
+        assert media.info(server_name, "NoSuchMediaHere") is None
+
+        # Synapse gone: the cached copy is served, and thumbnails are made from it.
+        await trio.to_thread.run_sync(synapse.stop)
+        r = await us.get(url, headers=alice.headers)
+        assert r.status_code == 200 and r.content == picture, r.text
+        r = await us.get(f"/_matrix/client/v1/media/thumbnail/{server_name}/{media_id}",
+                         params={"width": 96, "height": 96, "method": "scale"},
+                         headers=alice.headers)
+        assert r.status_code == 200, r.text
+        assert r.headers["Content-Type"].startswith("image/")
+        # ...while media never fetched cannot be (404, quickly, with the reason logged).
+        r = await us.get(f"/_matrix/client/v1/media/download/{server_name}/NeverFetched",
+                         headers=alice.headers)
+        assert r.status_code == 404, r.text

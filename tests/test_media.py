@@ -484,7 +484,7 @@ class FakeFetcher:
         return RemoteFile("text/plain", "r.txt", chunks())
 
 
-async def test_remote_media_is_not_available_yet(tmp_path: Path) -> None:
+async def test_unreachable_or_blocked_remote_media_is_404(tmp_path: Path) -> None:
     config = make_config(tmp_path, prevent_media_downloads_from=["^blocked\\.example$"])
     async with running_server(config) as server, \
             httpx.AsyncClient(base_url=server.bound[0]) as client:

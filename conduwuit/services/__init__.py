@@ -21,6 +21,7 @@ from .filters import Filters
 from .first_run import FirstRun
 from .login import Login
 from .media import Media
+from .media.federation_fetcher import FederationMediaFetcher
 from .notifier import Notifier
 from .passwords import Passwords
 from .presence import Presence
@@ -127,6 +128,8 @@ class Services:
         sync.presence_source = presence.source
         sync.unread_source = unread.counts
         media = Media(config, store, stopping)
+        if config.allow_federation:
+            media.remote = FederationMediaFetcher(federation.client, config.max_request_size)
         if config.media_startup_check:
             jobs.append(("media", "startup-check", media.startup_check))
         return cls(

@@ -16,6 +16,7 @@ seconds. The state lives in this object, so it is shared by every caller.
 
 from __future__ import annotations
 
+import email.message
 import logging
 import re
 import ssl
@@ -47,6 +48,20 @@ class FederationError(Exception):
         super().__init__(f"{destination}: {reason}")
         self.destination = destination
         self.reason = reason
+
+
+class ResponseTooLarge(FederationError):
+    """The answer was larger than the caller's limit (the remote is reachable: no backoff)."""
+
+    def __init__(self, destination: str, limit: int) -> None:
+        super().__init__(destination, f"answer is larger than {limit} bytes")
+        self.limit = limit
+
+
+class _TooLarge(httpx.DecodingError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"answer is larger than {limit} bytes")
+        self.limit = limit
 
 
 class RemoteError(Exception):
@@ -174,23 +189,8 @@ class FederationClient:
         Raises :class:`FederationError` without an answer, :class:`RemoteError` for an
         error status.
         """
-        self.check_destination(destination)
-        wait = self.backing_off(destination)
-        if wait > 0:
-            raise FederationError(destination, f"backing off for another {wait:.0f} s")
-        uri = path + ("?" + urlencode(query, quote_via=quote) if query else "")
-        limit = timeout if timeout is not None else float(self.config.federation_timeout)
-        try:
-            with trio.fail_after(limit):
-                target = await self.discovery.resolve(destination)
-                response, raw = await self._send(target, method, uri, body, signed)
-        except trio.TooSlowError:
-            self._failed(destination)
-            raise FederationError(destination, f"no answer within {limit:.0f} s") from None
-        except (DiscoveryError, httpx.HTTPError, OSError, ssl.SSLError) as exc:
-            self._failed(destination)
-            raise FederationError(destination, f"{type(exc).__name__}: {exc}") from None
-        self._backoff.pop(destination, None)
+        response, raw = await self._exchange(method, destination, path, query, body, signed,
+                                             timeout, MAX_RESPONSE_BYTES)
         try:
             parsed = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:
@@ -201,8 +201,63 @@ class FederationClient:
             raise RemoteError(destination, response.status_code, {"error": "answer is not JSON"})
         return parsed
 
+    async def request_bytes(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        *,
+        query: Mapping[str, str | int] | None = None,
+        signed: bool = True,
+        timeout: float | None = None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> tuple[bytes, str | None, str | None]:
+        """Send one request and return the raw answer: ``(body, content_type, filename)``.
+
+        For media downloads: the body is not parsed, and may be at most ``max_bytes``
+        long (:class:`ResponseTooLarge` past that, without backing the destination off).
+        ``filename`` comes from a ``Content-Disposition`` header, if any. Error statuses
+        raise :class:`RemoteError` like :meth:`request`.
+        """
+        response, raw = await self._exchange(method, destination, path, query, None, signed,
+                                             timeout, max_bytes)
+        if response.status_code >= 400:
+            try:
+                parsed = orjson.loads(raw) if raw else None
+            except orjson.JSONDecodeError:
+                parsed = None
+            raise RemoteError(destination, response.status_code, parsed)
+        disposition = response.headers.get("Content-Disposition")
+        return raw, response.headers.get("Content-Type"), disposition_filename(disposition)
+
+    async def _exchange(self, method: str, destination: str, path: str,
+                        query: Mapping[str, str | int] | None, body: Any, signed: bool,
+                        timeout: float | None, max_bytes: int) -> tuple[httpx.Response, bytes]:
+        self.check_destination(destination)
+        wait = self.backing_off(destination)
+        if wait > 0:
+            raise FederationError(destination, f"backing off for another {wait:.0f} s")
+        uri = path + ("?" + urlencode(query, quote_via=quote) if query else "")
+        limit = timeout if timeout is not None else float(self.config.federation_timeout)
+        try:
+            with trio.fail_after(limit):
+                target = await self.discovery.resolve(destination)
+                response, raw = await self._send(target, method, uri, body, signed, max_bytes)
+        except trio.TooSlowError:
+            self._failed(destination)
+            raise FederationError(destination, f"no answer within {limit:.0f} s") from None
+        except _TooLarge as exc:
+            self._backoff.pop(destination, None)
+            raise ResponseTooLarge(destination, exc.limit) from None
+        except (DiscoveryError, httpx.HTTPError, OSError, ssl.SSLError) as exc:
+            self._failed(destination)
+            raise FederationError(destination, f"{type(exc).__name__}: {exc}") from None
+        self._backoff.pop(destination, None)
+        return response, raw
+
     async def _send(self, target: Destination, method: str, uri: str, body: Any,
-                    signed: bool) -> tuple[httpx.Response, bytes]:
+                    signed: bool, max_bytes: int = MAX_RESPONSE_BYTES,
+                    ) -> tuple[httpx.Response, bytes]:
         content = orjson.dumps(body) if body is not None else None
         last: Exception | None = None
         for address in target.addresses:
@@ -225,7 +280,7 @@ class FederationClient:
                 last = exc
                 continue  # the next address, if the name has several
             try:
-                raw = await _read_limited(response)
+                raw = await _read_limited(response, max_bytes)
             finally:
                 await response.aclose()
             return response, raw
@@ -242,10 +297,26 @@ class FederationClient:
                  destination, state.failures, delay)
 
 
-async def _read_limited(response: httpx.Response) -> bytes:
+async def _read_limited(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(limit)
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body += chunk
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise httpx.DecodingError(f"answer is larger than {MAX_RESPONSE_BYTES} bytes")
+        if len(body) > limit:
+            raise _TooLarge(limit)
     return bytes(body)
+
+
+def disposition_filename(disposition: str | None) -> str | None:
+    """The file name of a ``Content-Disposition`` header (RFC 6266 / 2231), if any."""
+    if not disposition:
+        return None
+    message = email.message.Message()
+    message["Content-Disposition"] = disposition
+    try:
+        name = message.get_filename()
+    except (ValueError, LookupError):
+        return None
+    return name or None

@@ -334,6 +334,10 @@ class Discovery:
         return Destination(server_name, self.allowed(server_name, addresses), port, host_header,
                            tls_name)
 
+    async def allowed_addresses(self, host: str) -> tuple[str, ...]:
+        """Resolve any host (a media CDN, say) and keep what the denylist allows."""
+        return self.allowed(host, await self._addresses(host))
+
     def allowed(self, name: str, addresses: Sequence[str]) -> tuple[str, ...]:
         """The addresses outside ``ip_range_denylist``; DiscoveryError if none is left."""
         if not addresses:

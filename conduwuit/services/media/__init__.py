@@ -12,8 +12,8 @@ Asynchronous uploads (``POST /_matrix/media/v1/create``) reserve a media id for
 ``timeout_ms`` for the upload, then answers 504 ``M_NOT_YET_UPLOADED``.
 
 Media of other servers comes from :attr:`Media.remote`, a
-:class:`~.remote.RemoteFetcher` that the federation layer will provide; until then
-such requests answer 404 ``M_NOT_FOUND`` saying that remote media is not available.
+:class:`~.remote.RemoteFetcher`: with federation on, ``federation_fetcher.py`` fetches it
+from the origin server and the copy is cached here; a fetch that fails answers 404.
 """
 
 from __future__ import annotations
