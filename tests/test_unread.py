@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conduwuit.server import Server
 from tests.support.config import make_config
@@ -194,3 +196,32 @@ async def test_a_hundred_members_stay_cheap(client: httpx.AsyncClient, server: S
         "notification_count": 10, "highlight_count": 10}
     assert services.unread.counts(room, alice.user_id) == {
         "notification_count": 0, "highlight_count": 0}
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.text(alphabet=st.sampled_from(list("abo b@:.xyzROBERT!")), max_size=30),
+       mention=st.booleans(), name=st.sampled_from([None, "Robert", "bob"]))
+def test_the_shared_evaluation_is_exact(body: str, mention: bool, name: str | None) -> None:
+    """Whenever a reader is not singled out, their actions equal the nobody's."""
+    from conduwuit.protocol import push_rules
+    from conduwuit.protocol.events import Event
+    from conduwuit.protocol.room_versions import ROOM_VERSIONS
+    from conduwuit.services.unread import _NOBODY, _may_concern
+
+    user = "@bob:test.local"
+    content: dict[str, Any] = {"msgtype": "m.text", "body": body}
+    if mention:
+        content["m.mentions"] = {"user_ids": []}
+    pdu = {"type": "m.room.message", "sender": "@alice:test.local", "room_id": "!r:test.local",
+           "content": content}
+    event = Event("$e:test.local", pdu, ROOM_VERSIONS["11"])
+
+    def actions(user_id: str, display_name: str | None) -> list[Any]:
+        rules = push_rules.compile_ruleset(push_rules.default_ruleset(user_id))
+        context = push_rules.PushContext(user_id=user_id, display_name=display_name,
+                                         member_count=3, sender_power_level=100,
+                                         notification_levels={})
+        return rules.evaluate(pdu, context)
+
+    if not _may_concern(event, user, name):
+        assert actions(user, name) == actions(_NOBODY, None)

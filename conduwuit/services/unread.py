@@ -95,12 +95,21 @@ class Unread:
         wants_name = _needs_display_name(event)
         thread = _thread_of(event).encode()
         position = u64_be(count)
-        for user_id in recipients:
+
+        def evaluate(user_id: str) -> list[push_rules.Action]:
             name = self._display_name(state, user_id) if wants_name else None
             context = push_rules.PushContext(
                 user_id=user_id, display_name=name, member_count=len(members),
                 sender_power_level=sender_level, notification_levels=power.notifications)
-            actions = self.rules_for(user_id).evaluate(pdu, context)
+            return self.rules_for(user_id).evaluate(pdu, context)
+
+        # With the default rules only a few rules depend on who reads: everyone the
+        # event does not name, mention or target gets the same actions as a nobody.
+        shared = evaluate(_NOBODY) if self.ruleset_source is None else None
+        for user_id in recipients:
+            personal = shared is None or _may_concern(event, user_id,
+                                                      self._display_name(state, user_id))
+            actions = evaluate(user_id) if personal else list(shared or ())
             if not push_rules.notifies(actions):
                 continue
             highlight = push_rules.highlights(actions)
@@ -113,6 +122,7 @@ class Unread:
         return writes
 
     def rules_for(self, user_id: str) -> push_rules.CompiledRuleset:
+        """The user's compiled rules (the defaults until the push issue adds custom ones)."""
         if self.ruleset_source is not None:
             return self.ruleset_source(user_id)
         rules = self._defaults.get(user_id)
@@ -203,3 +213,31 @@ def _thread_of(event: Event) -> str:
         if isinstance(root, str):
             return root
     return ""
+
+
+# A user id no event can name: the default rules' answer for "anybody else".
+_NOBODY = "@\x01nobody:invalid"
+
+
+def _may_concern(event: Event, user_id: str, display_name: str | None) -> bool:
+    """Whether a default rule that depends on the reader could match ``event`` for them.
+
+    Conservative on purpose (plain substrings where the rules use word globs): a
+    false "yes" only costs a full evaluation.
+    """
+    if event.type == "m.room.member" and event.state_key == user_id:
+        return True  # invite_for_me
+    content = event.content
+    mentions = content.get("m.mentions")
+    if isinstance(mentions, dict):
+        ids = mentions.get("user_ids")
+        if isinstance(ids, list) and user_id in ids:
+            return True  # is_user_mention
+        return False  # with m.mentions the legacy body rules are off
+    body = content.get("body")
+    if not isinstance(body, str):
+        return False
+    text = body.lower()
+    localpart = user_id[1:].split(":", 1)[0].lower()
+    # .m.rule.contains_user_name and .m.rule.contains_display_name (legacy)
+    return localpart in text or (display_name is not None and display_name.lower() in text)
