@@ -230,10 +230,9 @@ def _may_concern(event: Event, user_id: str, display_name: str | None) -> bool:
     content = event.content
     mentions = content.get("m.mentions")
     if isinstance(mentions, dict):
+        # is_user_mention; with m.mentions present the legacy body rules are off.
         ids = mentions.get("user_ids")
-        if isinstance(ids, list) and user_id in ids:
-            return True  # is_user_mention
-        return False  # with m.mentions the legacy body rules are off
+        return isinstance(ids, list) and user_id in ids
     body = content.get("body")
     if not isinstance(body, str):
         return False
