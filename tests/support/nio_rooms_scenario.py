@@ -29,13 +29,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nio import (
-    Api,
     AsyncClient,
     AsyncClientConfig,
-    ErrorResponse,
     JoinResponse,
     MessageDirection,
-    RegisterResponse,
     RoomContextResponse,
     RoomCreateResponse,
     RoomForgetResponse,
@@ -51,49 +48,31 @@ from nio import (
     SyncResponse,
 )
 
+from tests.support.nio_common import config as base_config
+from tests.support.nio_common import describe, raw
+from tests.support.nio_common import register as nio_register
+
 VERSIONS = ("1", "6", "10", "11", "12")
+
 PASSWORD = "rooms correct horse battery"
 LONG_TIMELINE = {"room": {"timeline": {"limit": 100}}}
 PAGE = 3
 
-
-def describe(resp: object) -> dict[str, Any]:
-    """The response class and, for errors, what the server said."""
-    out: dict[str, Any] = {"type": type(resp).__name__}
-    transport = getattr(resp, "transport_response", None)
-    if transport is not None:
-        out["http_status"] = transport.status
-    if isinstance(resp, ErrorResponse):
-        out.update(errcode=resp.status_code, message=resp.message)
-    return out
-
-
 def config() -> AsyncClientConfig:
-    return AsyncClientConfig(max_timeouts=1, max_limit_exceeded=0, request_timeout=20,
-                             max_timeout_retry_wait_time=1)
-
-
-async def raw(client: AsyncClient, method: str, path: str, body: Any = None,
-              **query: str) -> tuple[int, Any]:
-    """A request nio has no method for, through its public ``AsyncClient.send``."""
-    headers = {"Authorization": f"Bearer {client.access_token}",
-               "Content-Type": "application/json"}
-    resp = await client.send(method, Api._build_path(path.strip("/").split("/"), query),
-                             None if body is None else Api.to_json(body), headers)
-    try:
-        parsed = await resp.json(content_type=None)
-    except ValueError:
-        parsed = await resp.text()
-    return resp.status, parsed
+    return base_config()
 
 
 async def register(homeserver: str, token: str, name: str) -> AsyncClient:
-    client = AsyncClient(homeserver, config=config())
-    resp = await client.register_with_token(name, PASSWORD, token, f"{name}'s nio")
-    if not isinstance(resp, RegisterResponse):
-        await client.close()
-        raise AssertionError(f"registering {name}: {describe(resp)}")
-    return client
+    return await nio_register(homeserver, token, name, PASSWORD, config())
+
+
+
+
+
+
+
+
+
 
 
 async def sync(client: AsyncClient, **kwargs: Any) -> SyncResponse:

@@ -39,10 +39,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nio import (
-    Api,
     AsyncClient,
     AsyncClientConfig,
-    ErrorResponse,
     FullyReadEvent,
     InviteMemberEvent,
     JoinResponse,
@@ -51,7 +49,6 @@ from nio import (
     PresenceEvent,
     ReceiptEvent,
     RedactionEvent,
-    RegisterResponse,
     RoomCreateResponse,
     RoomMemberEvent,
     RoomMessageText,
@@ -66,6 +63,10 @@ from nio import (
 )
 from nio.api import ReceiptType
 
+from tests.support.nio_common import config as base_config
+from tests.support.nio_common import describe, raw
+from tests.support.nio_common import register as nio_register
+
 PASSWORD = "sync correct horse battery"
 LONG_POLL_MS = 30_000
 ARRIVAL_S = 10.0
@@ -75,35 +76,19 @@ TAG = "u.work"
 TAG_CONTENT = {"order": 0.25}
 STATUS = "writing acceptance tests"
 
-
-def describe(resp: object) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": type(resp).__name__}
-    transport = getattr(resp, "transport_response", None)
-    if transport is not None:
-        out["http_status"] = transport.status
-    if isinstance(resp, ErrorResponse):
-        out.update(errcode=resp.status_code, message=resp.message)
-    return out
-
-
 def config() -> AsyncClientConfig:
-    return AsyncClientConfig(max_timeouts=1, max_limit_exceeded=0,
-                             request_timeout=LONG_POLL_MS / 1000 + 20,
-                             max_timeout_retry_wait_time=1)
+    return base_config(LONG_POLL_MS / 1000 + 20)
 
 
-async def raw(client: AsyncClient, method: str, path: str, body: Any = None,
-              **query: str) -> tuple[int, Any]:
-    """A request nio has no method for, through its public ``AsyncClient.send``."""
-    headers = {"Authorization": f"Bearer {client.access_token}",
-               "Content-Type": "application/json"}
-    resp = await client.send(method, Api._build_path(path.strip("/").split("/"), query),
-                             None if body is None else Api.to_json(body), headers)
-    try:
-        parsed = await resp.json(content_type=None)
-    except ValueError:
-        parsed = await resp.text()
-    return resp.status, parsed
+async def register(homeserver: str, token: str, name: str) -> AsyncClient:
+    return await nio_register(homeserver, token, name, PASSWORD, config())
+
+
+
+
+
+
+
 
 
 def summarize(event: Any) -> dict[str, Any]:
@@ -205,13 +190,6 @@ class Observer:
         return found()
 
 
-async def register(homeserver: str, token: str, name: str) -> AsyncClient:
-    client = AsyncClient(homeserver, config=config())
-    resp = await client.register_with_token(name, PASSWORD, token, f"{name}'s nio")
-    if not isinstance(resp, RegisterResponse):
-        await client.close()
-        raise AssertionError(f"registering {name}: {describe(resp)}")
-    return client
 
 
 def raw_sections(data: Any, room_id: str) -> dict[str, Any]:
