@@ -21,6 +21,7 @@ import trio
 import trustme
 from PIL import Image
 
+from conduwuit.config import Config
 from conduwuit.protocol import signing
 from conduwuit.services.federation.keys import KeyFetch
 from conduwuit.services.media import media_key
@@ -75,7 +76,8 @@ async def test_federation_with_synapse(tmp_path: Path) -> None:
         await trio.to_thread.run_sync(synapse.stop)
 
 
-async def _scenario(tmp_path: Path, synapse: Synapse, ca: trustme.CA) -> None:
+def _our_tls_config(tmp_path: Path, ca: trustme.CA) -> tuple[str, Config, ssl.SSLContext]:
+    """Our server name (an IP literal with port), its TLS config, and a context trusting it."""
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "ours.pem"))
     cert.private_key_pem.write_to_path(str(tmp_path / "ours.key"))
@@ -88,6 +90,11 @@ async def _scenario(tmp_path: Path, synapse: Synapse, ca: trustme.CA) -> None:
                          **federation_options())
     trusted = ssl.create_default_context()
     ca.configure_trust(trusted)
+    return ours, config, trusted
+
+
+async def _scenario(tmp_path: Path, synapse: Synapse, ca: trustme.CA) -> None:
+    ours, config, trusted = _our_tls_config(tmp_path, ca)
     async with running_server(config) as server, \
             httpx.AsyncClient(base_url=f"https://{ours}", verify=trusted, timeout=60) as us, \
             httpx.AsyncClient(base_url=synapse.client_url, timeout=60) as syn, \
@@ -216,18 +223,7 @@ def _png(size: tuple[int, int]) -> bytes:
 
 
 async def _media_scenario(tmp_path: Path, synapse: Synapse, ca: trustme.CA) -> None:
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "ours.pem"))
-    cert.private_key_pem.write_to_path(str(tmp_path / "ours.key"))
-    port = free_port()
-    ours = f"127.0.0.1:{port}"
-    (tmp_path / "ours").mkdir()
-    config = make_config(tmp_path / "ours", server_name=ours, port=port,
-                         tls={"certs": str(tmp_path / "ours.pem"),
-                              "key": str(tmp_path / "ours.key")},
-                         **federation_options())
-    trusted = ssl.create_default_context()
-    ca.configure_trust(trusted)
+    ours, config, trusted = _our_tls_config(tmp_path, ca)
     picture = _png((640, 480))
     async with running_server(config) as server, \
             httpx.AsyncClient(base_url=f"https://{ours}", verify=trusted, timeout=60) as us, \
