@@ -53,13 +53,15 @@ async def measure(base: str) -> dict[str, object]:
             nexts.append((await client.get("/_matrix/client/v3/sync", headers=h)).json()
                          ["next_batch"])
         latencies: list[float] = []
+        async def wait(token: str, since: str) -> None:
+            await client.get("/_matrix/client/v3/sync",
+                             params={"since": since, "timeout": "60000"},
+                             headers={"Authorization": f"Bearer {token}"})
+
         async with trio.open_nursery() as nursery:
             for i in range(WAITERS):
-                token, since = tokens[i % USERS], nexts[i % USERS]
-                nursery.start_soon(client.get, "/_matrix/client/v3/sync",
-                                   params={"since": since, "timeout": "60000"},
-                                   headers={"Authorization": f"Bearer {token}"})
-            await trio.sleep(3)  # let every long-poll reach the server and park
+                nursery.start_soon(wait, tokens[i % USERS], nexts[i % USERS])
+            await trio.sleep(10)  # let every long-poll reach the server and park
             for i in range(SENDS):
                 began = time.perf_counter()
                 r = await client.put(f"/_matrix/client/v3/rooms/{busy}/send/m.room.message/b{i}",
