@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import attrs
 
 from conduwuit.protocol.events import Event
+from conduwuit.services.cache import LruCache
 from conduwuit.store import Store, WriteBatch, from_u64_be, u64_be
 
 from .events_db import EventStore
@@ -38,6 +39,7 @@ class RoomState:
     short: ShortIds
     snapshots: StateStore
     events: EventStore
+    _expansions: LruCache[int, StateMap] = attrs.field(factory=lambda: LruCache(256))
 
     def current_hash(self, room_id: str) -> int | None:
         raw = self.store.tree("roomid_shortstatehash").get(room_id.encode())
@@ -48,7 +50,9 @@ class RoomState:
         return self.snapshots.load(short) if short else {}
 
     def current(self, room_id: str) -> StateMap:
-        return self.expand(self.current_ids(room_id))
+        """The room's current state; shared with other callers, so never mutate it."""
+        short = self.current_hash(room_id)
+        return self._expanded(short) if short else {}
 
     def event_id(self, room_id: str, pair: StateKey) -> str | None:
         key = self.short.statekey(pair)
@@ -73,9 +77,18 @@ class RoomState:
         return from_u64_be(raw) if raw is not None else None
 
     def after(self, event_id: str) -> StateMap | None:
-        """The room state once ``event_id`` is applied; None when unknown."""
+        """The room state once ``event_id`` is applied (shared: never mutate); None if unknown."""
         short = self.hash_after(event_id)
-        return self.expand(self.snapshots.load(short)) if short else None
+        return self._expanded(short) if short else None
+
+    def _expanded(self, short: int) -> StateMap:
+        # Snapshots never change, so their expanded maps are cached: every send and
+        # every sync of a big room would otherwise expand the same map again.
+        cached = self._expansions.get(short)
+        if cached is None:
+            cached = self.expand(self.snapshots.load(short))
+            self._expansions.put(short, cached)
+        return cached
 
     def events_of(self, state: StateMap) -> dict[StateKey, Event]:
         loaded = {pair: self.events.get(event_id) for pair, event_id in state.items()}
