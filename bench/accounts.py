@@ -8,15 +8,17 @@ read against it. Run: `python -m bench.accounts` (results in bench/results/).
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import httpx
 import trio
 
-from bench.common import free_port, machine, server_cmd, start_until_ready, stop, write_result
+from bench.common import (
+    machine,
+    measure_against_server,
+    write_result,
+)
 from conduwuit.services.passwords import Passwords
 
 USERS = 40
@@ -89,17 +91,7 @@ async def measure(base_url: str) -> dict[str, object]:
 
 def main() -> None:
     cost = trio.run(argon2_cost)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        port = free_port()
-        env = {"CONDUWUIT_PORT": str(port), "CONDUWUIT_ADDRESS": "127.0.0.1",
-               "CONDUWUIT_LOG": "warn", "CONDUWUIT_DATABASE_PATH": str(work / "db"),
-               "CONDUWUIT_ALLOW_REGISTRATION": "true", "CONDUWUIT_REGISTRATION_TOKEN": TOKEN}
-        proc, _ = start_until_ready(server_cmd(), env, work)
-        try:
-            figures = trio.run(measure, f"http://127.0.0.1:{port}")
-        finally:
-            stop(proc)
+    figures = measure_against_server(measure, TOKEN)
     write_result("accounts", {
         "machine": machine(),
         "users": USERS, "concurrency": CONCURRENCY,

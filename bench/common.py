@@ -8,9 +8,12 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import trio
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -65,3 +68,19 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
 
 def server_cmd() -> list[str]:
     return [sys.executable, "-m", "conduwuit"]
+
+
+def measure_against_server(measure: Any, token: str) -> Any:
+    """Start conduwuit on a fresh database open for registration with ``token``, run
+    ``trio.run(measure, base_url)`` against it, stop it, and return what it measured."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        port = free_port()
+        env = {"CONDUWUIT_PORT": str(port), "CONDUWUIT_ADDRESS": "127.0.0.1",
+               "CONDUWUIT_LOG": "warn", "CONDUWUIT_DATABASE_PATH": str(work / "db"),
+               "CONDUWUIT_ALLOW_REGISTRATION": "true", "CONDUWUIT_REGISTRATION_TOKEN": token}
+        proc, _ = start_until_ready(server_cmd(), env, work)
+        try:
+            return trio.run(measure, f"http://127.0.0.1:{port}")
+        finally:
+            stop(proc)

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import trio
 
-from bench.common import free_port, machine, server_cmd, start_until_ready, stop, write_result
+from bench.common import (
+    machine,
+    measure_against_server,
+    write_result,
+)
 
 TOKEN = "bench-token"
 WAITERS = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
@@ -77,17 +79,7 @@ async def measure(base: str) -> dict[str, object]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        port = free_port()
-        env = {"CONDUWUIT_PORT": str(port), "CONDUWUIT_ADDRESS": "127.0.0.1",
-               "CONDUWUIT_LOG": "warn", "CONDUWUIT_DATABASE_PATH": str(work / "db"),
-               "CONDUWUIT_ALLOW_REGISTRATION": "true", "CONDUWUIT_REGISTRATION_TOKEN": TOKEN}
-        proc, _ = start_until_ready(server_cmd(), env, work)
-        try:
-            figures = trio.run(measure, f"http://127.0.0.1:{port}")
-        finally:
-            stop(proc)
+    figures = measure_against_server(measure, TOKEN)
     write_result("idle_syncs", {"machine": machine(), **figures})
 
 

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 from PIL import Image, ImageDraw
 
-from bench.common import free_port, machine, server_cmd, start_until_ready, stop, write_result
+from bench.common import (
+    machine,
+    measure_against_server,
+    write_result,
+)
 
 TOKEN = "bench-token"
 FILE_BYTES = 10 * 1024 * 1024
@@ -146,17 +148,7 @@ async def measure(base_url: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        port = free_port()
-        env = {"CONDUWUIT_PORT": str(port), "CONDUWUIT_ADDRESS": "127.0.0.1",
-               "CONDUWUIT_LOG": "warn", "CONDUWUIT_DATABASE_PATH": str(work / "db"),
-               "CONDUWUIT_ALLOW_REGISTRATION": "true", "CONDUWUIT_REGISTRATION_TOKEN": TOKEN}
-        proc, _ = start_until_ready(server_cmd(), env, work)
-        try:
-            figures = trio.run(measure, f"http://127.0.0.1:{port}")
-        finally:
-            stop(proc)
+    figures = measure_against_server(measure, TOKEN)
     write_result("media", {
         "machine": machine(),
         "note": "another benchmark may have been running on this machine at the same time",
