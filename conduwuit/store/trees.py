@@ -59,6 +59,7 @@ TREES: dict[str, str] = {
     "userdevicetxnid_eventid": "(user_id, device_id, room_id, event type, txn_id) -> event_id",
     "redactedby_eventid": "event_id -> event_id of the redaction applied to it",
     "softfailedeventids": "event_id -> '' for events stored but not shown",
+    "rejectedeventids": "event_id -> '' for remote events that failed the auth rules",
     # membership (services/rooms/membership.py)
     "userroomid_joined": "(user_id, room_id) -> ''",
     "roomuserid_joined": "(room_id, user_id) -> ''",
@@ -145,6 +146,11 @@ TREES: dict[str, str] = {
         "another server with their validity, and its last signed key responses"
     ),
     "openidtoken_expiresatuserid": "sha256(OpenID token) -> u64 expiry ms + user_id",
+    "sender_queue": (
+        "destination + 0xFF + u64 seq -> b'p' + event_id | b'e' + JSON EDU: outbound "
+        "federation queue (services/federation/sender.py), removed once sent"
+    ),
+    "userid_devicelistid": "user_id -> u64 stream_id of the last m.device_list_update sent",
     "jobs_state": "job name -> JSON persisted state of a background job",
 }
 

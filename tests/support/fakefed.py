@@ -21,7 +21,8 @@ import trustme
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from conduwuit.protocol import signing
+from conduwuit.protocol import hashes, signing
+from conduwuit.protocol.room_versions import RoomVersion
 from conduwuit.services.federation.auth import authorization_header
 
 Handler = Callable[["FakeServer", "FakeRequest"], Awaitable[tuple[int, Any]]]
@@ -65,6 +66,11 @@ class FakeServer:
             "valid_until_ts": valid if valid is not None else int(time.time() * 1000) + 86400_000,
         }
         return signing.sign_json(body, self.name, self.key)
+
+    def sign_pdu(self, pdu: dict[str, Any], version: RoomVersion) -> tuple[str, dict[str, Any]]:
+        """Hash and sign a PDU as this server; returns (event id, signed PDU)."""
+        signed = signing.sign_event(hashes.with_content_hash(pdu), self.name, self.key, version)
+        return hashes.event_id_for(signed, version), signed
 
     def auth_header(self, destination: str, method: str, uri: str, content: Any = None) -> str:
         return authorization_header(self.name, destination, self.key, method, uri, content)

@@ -6,6 +6,7 @@
 * ``keys``: our signing keys as published, other servers' keys cached, the notary
 * ``queries``: profile, alias, device and key queries, both ways
 * ``openid``: OpenID tokens for third parties
+* ``ingest``: the checks on every event another server sends, and storing the outcome
 
 With ``allow_federation = false`` nothing here sends a request (the client refuses
 every destination) and the federation endpoints answer 403.
@@ -29,6 +30,7 @@ from conduwuit.store import Store
 from .auth import RequestVerifier
 from .client import FederationClient, FederationError, RemoteError, make_http_client
 from .discovery import Discovery, DnsCache, DnspythonBackend, Resolver, parse_denylist
+from .ingest import Ingest
 from .keys import ServerSigningKeys
 from .openid import OpenIdTokens
 from .queries import Queries
@@ -71,6 +73,7 @@ class Federation:
     verifier: RequestVerifier
     queries: Queries
     openid: OpenIdTokens
+    ingest: Ingest
     _http: list[httpx.AsyncClient]
 
     @classmethod
@@ -101,7 +104,8 @@ class Federation:
         verifier = RequestVerifier(config.server_name, keys.request_key, client.is_forbidden)
         queries = Queries(config, client, profile, rooms.aliases, rooms.membership)
         openid = OpenIdTokens(store, config.server_name, config.openid_token_ttl)
-        return cls(config, discovery, client, keys, verifier, queries, openid,
+        ingest = Ingest(config.server_name, rooms, keys, client)
+        return cls(config, discovery, client, keys, verifier, queries, openid, ingest,
                    [federation_http, well_known_http])
 
     async def hold_connections(self) -> None:

@@ -118,6 +118,9 @@ class EventStore:
         return pdu
 
     def _version_of(self, pdu: dict[str, Any], room_id: str) -> RoomVersion:
+        stored = pdu.pop("_room_version", None)
+        if isinstance(stored, str) and stored in ROOM_VERSIONS:
+            return ROOM_VERSIONS[stored]
         if pdu.get("type") == "m.room.create" and pdu.get("state_key") == "":
             content = pdu.get("content", {})
             version = ROOM_VERSIONS.get(str(content.get("room_version", "1")))
@@ -126,6 +129,14 @@ class EventStore:
         return self.room_version(room_id) or ROOM_VERSIONS["1"]
 
 
-def encode_stored(event_id: str, pdu: dict[str, Any]) -> bytes:
-    """Stored form: the PDU plus our private ``_event_id`` (v3+ PDUs carry no id)."""
-    return orjson.dumps({**pdu, "_event_id": event_id})
+def encode_stored(event_id: str, pdu: dict[str, Any],
+                  version: RoomVersion | None = None) -> bytes:
+    """Stored form: the PDU plus our private ``_event_id`` (v3+ PDUs carry no id).
+
+    Outliers may belong to rooms whose version we have not recorded (an invite to a
+    room we are not in), so they also keep ``_room_version``.
+    """
+    extra: dict[str, Any] = {"_event_id": event_id}
+    if version is not None:
+        extra["_room_version"] = version.identifier
+    return orjson.dumps({**pdu, **extra})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -57,6 +57,8 @@ NewEvent = Callable[[Event, int], None]
 # Called while an event is persisted, to add derived index writes (relations,
 # search, receipts...) to the event's own batch: they land with it or not at all.
 IndexWriter = Callable[[WriteBatch, Event, int], None]
+# Given a checked local event, returns the copy to persist (see Timeline.send).
+Countersign = Callable[[Event], Awaitable[Event]]
 
 
 @attrs.frozen
@@ -111,7 +113,15 @@ class Timeline:
 
     # --- sending into an existing room ---------------------------------------------
 
-    async def send(self, room_id: str, draft: Draft) -> Event:
+    async def send(self, room_id: str, draft: Draft,
+                   countersign: Countersign | None = None) -> Event:
+        """Build, check and persist a local event.
+
+        ``countersign``, if given, is awaited with the checked event before it is
+        persisted and returns the copy to persist: an invite of a remote user goes to
+        the invitee's server first, which adds its signature (the room stays locked
+        meanwhile, so nothing else enters the timeline in between).
+        """
         async with self.lock(room_id):
             if draft.txn is not None:
                 known = self.txn_event(room_id, draft)
@@ -122,19 +132,28 @@ class Timeline:
                 raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
             state = self.state.current(room_id)
             create = self.events.get(state[CREATE]) if CREATE in state else None
-            pdu = self._skeleton(version, draft.sender, draft.type, dict(draft.content),
-                                 draft.state_key)
-            pdu["room_id"] = room_id
-            if draft.redacts is not None:
-                if version.redacts_in_content:
-                    pdu["content"] = {**pdu["content"], "redacts": draft.redacts}
-                else:
-                    pdu["redacts"] = draft.redacts
-            self._link(pdu, room_id, version, state, draft)
+            pdu = self.template(room_id, version, state, draft)
             event = self._seal(pdu, version)
             self._authorize(event, state, create)
+            if countersign is not None:
+                event = await countersign(event)
             self._persist(room_id, event, state, draft)
             return event
+
+    def template(self, room_id: str, version: RoomVersion, state: StateMap,
+                 draft: Draft) -> dict[str, Any]:
+        """The unsigned PDU of a new event on top of the room's forward extremities:
+        what ``make_join``/``make_leave``/``make_knock`` hand to another server."""
+        pdu = self._skeleton(version, draft.sender, draft.type, dict(draft.content),
+                             draft.state_key)
+        pdu["room_id"] = room_id
+        if draft.redacts is not None:
+            if version.redacts_in_content:
+                pdu["content"] = {**pdu["content"], "redacts": draft.redacts}
+            else:
+                pdu["redacts"] = draft.redacts
+        self._link(pdu, room_id, version, state, draft)
+        return pdu
 
     def txn_event(self, room_id: str, draft: Draft) -> Event | None:
         """The event already sent for this request, if the client is retrying it."""
@@ -227,6 +246,90 @@ class Timeline:
         for callback in self.on_event:
             callback(event, count)
 
+    # --- events from other servers --------------------------------------------------
+    #
+    # services/federation/ingest.py decides whether a remote event is accepted; these
+    # methods only store the outcome, each in one batch like the local write path.
+
+    def store_outlier(self, event: Event, *, rejected: bool = False,
+                      soft_failed: bool = False, state_before: StateMap | None = None) -> None:
+        """Keep an event we hold but do not show: auth chains, a joined room's state,
+        invites to rooms we are not in, soft-failed and rejected events.
+
+        ``state_before`` (for soft-failed events) records the state at the event so
+        that later events citing it as a prev_event can be checked.
+        """
+        if self.events.count_of(event.event_id) is not None:
+            return  # already in the timeline
+        with self.store.batch() as batch:
+            batch.put("eventid_outlierpdu", event.event_id.encode(),
+                      encode_stored(event.event_id, dict(event.pdu), event.room_version))
+            if rejected:
+                batch.put("rejectedeventids", event.event_id.encode(), b"")
+            if soft_failed:
+                batch.put("softfailedeventids", event.event_id.encode(), b"")
+            if state_before is not None:
+                after = dict(state_before)
+                if event.is_state and not rejected:
+                    after[event.state_pair] = event.event_id
+                self.state.stage_after(batch, event.event_id,
+                                       self.snapshots.save(self.state.compress(after)))
+
+    def is_rejected(self, event_id: str) -> bool:
+        return event_id.encode() in self.store.tree("rejectedeventids")
+
+    def is_soft_failed(self, event_id: str) -> bool:
+        return event_id.encode() in self.store.tree("softfailedeventids")
+
+    def append_remote(self, event: Event, state_before: StateMap,
+                      current_after: StateMap) -> int:
+        """Put an accepted remote event at the end of its room's timeline.
+
+        ``state_before`` is the state at the event (resolved over its prev_events);
+        ``current_after`` is the room's new current state, which the caller resolved
+        from the forward extremities. Call with ``lock(room_id)`` held, right after
+        the checks, so that nothing changes the room in between. Returns the event's
+        stream count.
+        """
+        room_id = event.room_id or hashes.room_id_from_create(event.pdu, event.room_version)
+        count = self.store.next_count()
+        shortroomid = self.short.room(room_id, create=True)
+        assert shortroomid is not None
+        after = dict(state_before)
+        if event.is_state:
+            after[event.state_pair] = event.event_id
+        current_hash = self.state.current_hash(room_id)
+        after_hash = self.snapshots.save(self.state.compress(after), current_hash)
+        old_current = self.state.current(room_id)
+        new_hash = (after_hash if current_after == after
+                    else self.snapshots.save(self.state.compress(current_after), current_hash))
+        with self.store.batch(sync=True) as batch:
+            key = pdu_id(shortroomid, count)
+            batch.put("pduid_pdu", key, encode_stored(event.event_id, dict(event.pdu)))
+            batch.put("eventid_pduid", event.event_id.encode(), key)
+            batch.delete("eventid_outlierpdu", event.event_id.encode())
+            self.state.stage_after(batch, event.event_id, after_hash)
+            if new_hash != current_hash:
+                self.state.stage_current(batch, room_id, new_hash)
+            if self.events.room_version(room_id) is None:
+                self.events.set_room_version(batch, room_id, event.room_version)
+            self._stage_leaves(batch, shortroomid, event)
+            for member_event_id in _member_changes(old_current, current_after):
+                member = self.events.get(member_event_id) if member_event_id != event.event_id \
+                    else event
+                if member is None:
+                    continue
+                before_member = state_before if member is event else current_after
+                self._stage_membership(batch, room_id, member, before_member, count)
+            if event.redacts is not None:
+                self._stage_redaction(batch, room_id, event, state_before)
+            for writer in self.index_writers:
+                writer(batch, event, count)
+        self.events.forget(event.event_id)
+        for callback in self.on_event:
+            callback(event, count)
+        return count
+
     def _state_after(self, room_id: str, event: Event, before: StateMap) -> int:
         current = self.state.current_hash(room_id)
         if not event.is_state:
@@ -279,6 +382,12 @@ class Timeline:
             batch.put("pduid_pdu", target_key, encode_stored(target_id, redacted))
         batch.put("redactedby_eventid", target_id.encode(), event.event_id.encode())
         self.events.forget(target_id)
+
+
+def _member_changes(before: StateMap, after: StateMap) -> list[str]:
+    """Event ids of the member entries of ``after`` that differ from ``before``."""
+    return [event_id for pair, event_id in after.items()
+            if pair[0] == "m.room.member" and before.get(pair) != event_id]
 
 
 def _txn_key(room_id: str, draft: Draft) -> bytes:
