@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Sequence
 
 import trio
 
-from conduwuit import __version__
+from conduwuit import __version__, sentry
 from conduwuit.config import ConfigError, check_config, load_config
 from conduwuit.log import log_control
 from conduwuit.server import AppHook, Server, StartupError
@@ -45,12 +46,18 @@ def main(argv: Sequence[str] | None = None, *, app_hooks: Sequence[AppHook] = ()
     for warning in warnings:
         log.warning("%s", warning)
     log.info("conduwuit %s starting with config from %s", __version__, loaded.source)
-    server = Server(loaded.config, handle_signals=True, app_hooks=list(app_hooks))
+    sentry.init(loaded.config)
+    # A reload (SIGUSR1, admin room) reads the same file, the environment then, and -O.
+    loader = functools.partial(load_config, args.config, overrides=args.option)
+    server = Server(loaded.config, handle_signals=True, app_hooks=list(app_hooks),
+                    config_loader=loader)
     try:
         trio.run(server.run)
     except (StartupError, StoreError) as exc:
         log.error("%s", exc)
         return 1
+    finally:
+        sentry.close()
     log.info("conduwuit stopped")
     return 0
 

@@ -639,6 +639,16 @@ class Config:
         "public and known to this server.",
         example='["#welcome:example.com"]',
     )
+    appservice_registration_files: list[str] = _field(
+        "global",
+        [],
+        STR_LIST,
+        "Paths of application service registration files (the spec's YAML format), "
+        "loaded at startup next to those registered from the admin room "
+        "(`appservices register`). A file that cannot be read or is invalid is logged "
+        "and skipped; ids and as_tokens must be unique across all registrations.",
+        example='["/etc/conduwuit/appservices/telegram.yaml"]',
+    )
     config_reload_signal: bool = _field(
         "global",
         True,
@@ -1741,38 +1751,63 @@ class Config:
         "logging",
         False,
         BOOL,
-        "Send crash reports and performance data to Sentry.",
-        inert=_HERE,
+        "Send error reports (and a share of request traces) to Sentry at `sentry_endpoint`. "
+        "Needs the optional `sentry-sdk` package (`pip install 'conduwuit[sentry]'`); without "
+        "it the server starts with a warning and reports nothing.",
     )
     sentry_endpoint: str | None = _field(
         "logging",
         None,
         URL,
         "Sentry DSN to report to. (conduwuit defaults to its own project; there is no default "
-        "here.)",
-        inert=_HERE,
+        "here, so `sentry = true` without a DSN reports nothing.)",
+        example='"https://public_key@sentry.example.com/1"',
     )
     sentry_send_server_name: bool = _field(
-        "logging", False, BOOL, "Include `server_name` in Sentry reports.", inert=_HERE
+        "logging", False, BOOL, "Include `server_name` in Sentry reports."
     )
     sentry_traces_sample_rate: float = _field(
         "logging",
         0.15,
         _float_kind(0.0, 1.0),
-        "Share of traces sent to Sentry (0.0-1.0).",
-        inert=_HERE,
+        "Share of requests traced to Sentry for performance data (0.0-1.0).",
     )
     sentry_attach_stacktrace: bool = _field(
-        "logging", False, BOOL, "Attach stack traces to Sentry reports.", inert=_HERE
+        "logging", False, BOOL, "Attach stack traces to Sentry reports of log messages too."
     )
     sentry_send_panic: bool = _field(
-        "logging", True, BOOL, "Report crashes to Sentry.", inert=_HERE
+        "logging", True, BOOL, "Report uncaught exceptions (crashes) to Sentry."
     )
     sentry_send_error: bool = _field(
-        "logging", True, BOOL, "Report errors to Sentry.", inert=_HERE
+        "logging", True, BOOL, "Report log lines at level error to Sentry as events."
     )
     sentry_filter: str = _field(
-        "logging", "info", STR, "Filter for Sentry breadcrumbs and transactions.", inert=_HERE
+        "logging",
+        "info",
+        STR,
+        'Lowest log level kept as breadcrumbs on Sentry events ("debug", "info", "warn", '
+        '"error").',
+    )
+    allow_metrics: bool = _field(
+        "logging",
+        False,
+        BOOL,
+        "Serve Prometheus metrics at `/metrics` on a listener of its own (`metrics_address` "
+        "and `metrics_port`), never on the client/federation listeners: request counts and "
+        "latencies per route, sync waiters, jobs, federation queues, database sizes.",
+    )
+    metrics_address: list[str] = _field(
+        "logging",
+        ["127.0.0.1"],
+        ADDRESSES,
+        "IP address, or list of addresses, of the metrics listener. Keep it on loopback or a "
+        "private network: the metrics show activity and need no login.",
+    )
+    metrics_port: int = _field(
+        "logging",
+        9167,
+        _int_kind(1, 65535),
+        "TCP port of the metrics listener.",
     )
     tokio_console: bool = _field(
         "logging", False, BOOL, "Enable tokio-console (a Rust runtime debugger).", inert=_HERE
@@ -1902,7 +1937,8 @@ GROUPS: list[tuple[str, str, str]] = [
     ("presence", "Presence, typing and receipts", "Ephemeral status shared with others."),
     ("turn", "TURN / VoIP", "Relay servers handed to clients for calls."),
     ("media", "Media and URL previews", "The media repository and link previews."),
-    ("logging", "Logging and telemetry", "Log output; the tracing exporters are not built in."),
+    ("logging", "Logging and telemetry",
+     "Log output, Prometheus metrics and Sentry; the tracing exporters are not built in."),
     ("admin", "Admin room and console", "The #admins room and its commands."),
     ("tls", "[global.tls]", "Serve HTTPS directly."),
     ("well_known", "[global.well_known]", "Answers for `/.well-known/matrix/*` (delegation)."),

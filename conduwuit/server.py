@@ -9,24 +9,35 @@ nursery is cancelled (jobs stop), and finally the store is flushed and closed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import attrs
 import trio
 from hypercorn.trio import serve
 
-from conduwuit.config import Config
+from conduwuit import admin, reload
+from conduwuit.admin.context import AdminContext
+from conduwuit.config import Config, ConfigError, LoadedConfig, check_config
+from conduwuit.handlers import metrics as metrics_handlers
 from conduwuit.handlers.app import create_app
+from conduwuit.handlers.compression import Compression
 from conduwuit.handlers.context import MatrixApp
 from conduwuit.handlers.middleware import KeepEncodedSlashes, ShieldFinalSend
-from conduwuit.listeners import hypercorn_config
+from conduwuit.listeners import hypercorn_config, tcp_bind
+from conduwuit.metrics import RequestMetrics
+from conduwuit.metrics import render as render_metrics
+from conduwuit.nursery import appservice as appservice_job
 from conduwuit.nursery import keyfetch, last_seen
 from conduwuit.nursery import presence as presence_job
+from conduwuit.nursery import pusher as pusher_job
+from conduwuit.nursery import sender as sender_job
 from conduwuit.nursery import typing as typing_job
 from conduwuit.nursery.jobs import Supervisor
 from conduwuit.services import Services
@@ -40,6 +51,11 @@ log = logging.getLogger(__name__)
 LAST_RESORT_MARGIN = 5.0
 
 AppHook = Callable[[MatrixApp], None]
+# Runs one admin command (as typed in the admin room, without the "!admin" prefix) and
+# returns its answer; the admin layer sets Server.admin_executor.
+# A command fails when it raises or its answer starts with ADMIN_ERROR.
+AdminExecutor = Callable[[str], Awaitable[str]]
+ADMIN_ERROR = "**Error**"
 _E = TypeVar("_E", bound=BaseException)
 
 
@@ -72,6 +88,15 @@ class Server:
     store: Store | None = None
     services: Services | None = None
     bound: list[str] = attrs.field(factory=list)
+    # Re-reads the config for a reload (file, env, -O); the CLI sets it.
+    config_loader: Callable[[], LoadedConfig] | None = None
+    # Set by the admin layer; admin_execute and admin_signal_execute go through it.
+    admin_executor: AdminExecutor | None = None
+    request_metrics: RequestMetrics = attrs.field(factory=RequestMetrics)
+    metrics_bound: list[str] = attrs.field(factory=list)
+    started_at: float = attrs.field(factory=time.time)
+    _live: reload.LiveConfig | None = None
+    _reload_lock: trio.Lock = attrs.field(factory=trio.Lock)
     _root: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
@@ -82,7 +107,9 @@ class Server:
             Store.open, self.config.database_path, store_options(self.config)
         )
         try:
-            self.services = Services.build(self.config, self.store, self.stopping)
+            # Services share one LiveConfig: a reload swaps what they all read.
+            self._live = reload.LiveConfig(self.config)
+            self.services = Services.build(self._live.as_config(), self.store, self.stopping)
             self.services.first_run.prepare()
             self.services.registration.warn_forbidden_existing()
             try:
@@ -105,8 +132,13 @@ class Server:
             await root.start(self.supervisor.run, name="jobs")
             assert self.services is not None
             self.bound = await root.start(self._serve_http, self.services, name="http")
+            if self.config.allow_metrics:
+                self.metrics_bound = await root.start(self._serve_metrics, name="metrics")
             await self._start_jobs()
             self._announce_ready(trio.current_time() - began)
+            if self.config.admin_execute:
+                root.start_soon(self._admin_commands, list(self.config.admin_execute),
+                                "admin_execute", name="admin-execute")
             task_status.started(self)
 
     def shutdown(self, reason: str = "shutdown requested") -> None:
@@ -130,12 +162,15 @@ class Server:
         self, services: Services, *, task_status: trio.TaskStatus[list[str]]
     ) -> None:
         app = create_app(services)
+        metrics_handlers.install(app, self.request_metrics if self.config.allow_metrics else None)
         for hook in self.app_hooks:
             hook(app)
         hc = hypercorn_config(self.config)
+        slashes = KeepEncodedSlashes(app)  # type: ignore[arg-type]
+        asgi = ShieldFinalSend(Compression.from_config(slashes, self.config))
         try:
             await serve(
-                ShieldFinalSend(KeepEncodedSlashes(app)),  # type: ignore[arg-type]
+                asgi,  # type: ignore[arg-type]
                 hc,
                 shutdown_trigger=self.stopping.wait,
                 task_status=task_status,
@@ -151,6 +186,32 @@ class Server:
         assert self._root is not None
         self._root.cancel_scope.cancel()
 
+    async def _serve_metrics(self, *, task_status: trio.TaskStatus[list[str]]) -> None:
+        """The Prometheus listener: its own Hypercorn bind, only ``GET /metrics``."""
+        hc = hypercorn_config(self.config)
+        hc.bind = [tcp_bind(address, self.config.metrics_port)
+                   for address in self.config.metrics_address]
+        hc.insecure_bind = []
+        hc.certfile = hc.keyfile = None
+        hc.graceful_timeout = 1.0
+        app = metrics_handlers.MetricsApp(lambda: render_metrics(self, self.request_metrics))
+        try:
+            await serve(app, hc, shutdown_trigger=self.stopping.wait,  # type: ignore[arg-type]
+                        task_status=task_status)
+        except (OSError, BaseExceptionGroup) as exc:
+            bind_error = _only(exc, OSError)
+            if bind_error is None:
+                raise
+            reason = bind_error.strerror or str(bind_error)
+            raise StartupError(f"cannot listen for metrics on {', '.join(hc.bind)}: {reason}"
+                               ) from None
+
+    async def _start_presence_job(self) -> None:
+        assert self.services is not None
+        if "presence/timers" not in {s.full_name for s in self.supervisor.statuses()}:
+            await self.supervisor.start_job(
+                "presence", "timers", functools.partial(presence_job.run, self.services.presence))
+
     async def _start_jobs(self) -> None:
         assert self.services is not None
         svc = self.services
@@ -162,12 +223,40 @@ class Server:
         await self.supervisor.start_job("typing", "expiry",
                                         functools.partial(typing_job.run, svc.typing))
         if self.config.allow_local_presence:
-            await self.supervisor.start_job("presence", "timers",
-                                            functools.partial(presence_job.run, svc.presence))
+            await self._start_presence_job()
+        await self.supervisor.start_job("sender", "federation",
+                                        functools.partial(sender_job.run, svc.federation.sender))
+        await self.supervisor.start_job("push", "gateway",
+                                        functools.partial(pusher_job.run, svc.push.gateway))
+        await self.supervisor.start_job(
+            "appservice", "transactions",
+            functools.partial(appservice_job.run, svc.appservices.sender))
         for family, name, job in self.services.jobs:
             await self.supervisor.start_job(family, name, job)
+        # The admin room: the timeline queues commands; they run in their own job.
+        try:
+            await svc.admin_room.startup()
+        except Exception:  # the server still starts; the room is made on a later start
+            log.exception("could not prepare the admin room")
+        context = self._admin_context()
+        self.admin_executor = functools.partial(admin.execute, context)
+        await self.supervisor.start_job("admin", "commands",
+                                        functools.partial(admin.run, svc.admin_room, context))
         if self.notifier.watchdog_interval is not None:
             await self.supervisor.start_job("systemd", "watchdog", self.notifier.run_watchdog)
+
+    def _admin_context(self) -> AdminContext:
+        """What admin commands may reach of the server itself (no import of this module)."""
+        assert self.services is not None
+
+        async def reload_config() -> str:
+            try:
+                return (await self.reload_config()).summary()
+            except reload.ReloadRefused as refused:
+                return f"**Error**: the configuration was not reloaded: {refused}"
+
+        return AdminContext(self.services, self.supervisor.statuses, self.shutdown,
+                            started_at=self.started_at, reload_config=reload_config)
 
     def _announce_ready(self, elapsed: float) -> None:
         where = ", ".join(self.bound)
@@ -176,10 +265,100 @@ class Server:
                  self.config.server_name, where, elapsed)
         self.notifier.ready(f"Listening on {where}")
 
+    async def reload_config(self) -> reload.ReloadResult:
+        """Re-read the config (file, env, ``-O``) and apply what may change while running.
+
+        Raises :class:`~conduwuit.reload.ReloadRefused` (one line, already logged)
+        when nothing could be applied. systemd sees ``RELOADING=1`` then ``READY=1``
+        either way. SIGUSR1 and the admin room's reload command both come here.
+        """
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                result = await self._reload()
+            except reload.ReloadRefused as exc:
+                log.error("Config reload refused: %s", exc)
+                self.notifier.ready(f"Listening on {', '.join(self.bound)} (reload refused)")
+                raise
+            self.notifier.ready(f"Listening on {', '.join(self.bound)}")
+            return result
+
+    async def _reload(self) -> reload.ReloadResult:
+        if self.config_loader is None or self.services is None or self._live is None:
+            raise reload.ReloadRefused("this server was not started from a config file")
+        try:
+            loaded = await trio.to_thread.run_sync(self.config_loader)
+            warnings = [*loaded.warnings, *check_config(loaded.config)]
+        except (ConfigError, ValueError) as exc:
+            raise reload.ReloadRefused(f"{exc}; nothing was reloaded") from None
+        plan = reload.plan(self.config, loaded.config)
+        for warning in warnings:
+            log.warning("%s", warning)
+        for name in plan.needs_restart:
+            log.warning("Config reload: %s changed but needs a restart; keeping %r", name,
+                        getattr(self.config, name))
+        reload.apply(self.services, self._live, plan)
+        self.config = plan.config
+        if self.config.allow_local_presence:
+            await self._start_presence_job()
+        result = reload.ReloadResult(loaded.source, plan.applied, plan.needs_restart,
+                                     tuple(warnings))
+        log.info("%s", result.summary())
+        return result
+
+    async def run_admin_commands(self, commands: list[str], origin: str) -> bool:
+        """Run admin commands through :attr:`admin_executor`; False if any failed."""
+        if self.admin_executor is None:
+            log.warning("%s: admin commands are unavailable (no admin executor); skipped %d",
+                        origin, len(commands))
+            return False
+        ok = True
+        for command in commands:
+            try:
+                answer = await self.admin_executor(command)
+            except Exception as exc:  # one bad command must not take the server down
+                log.error("%s: %r failed: %s", origin, command, exc, exc_info=exc)
+                ok = False
+                continue
+            if answer.startswith(ADMIN_ERROR):
+                log.error("%s: %r failed: %s", origin, command, answer)
+                ok = False
+            else:
+                log.info("%s: %s\n%s", origin, command, answer)
+        return ok
+
+    async def _admin_commands(self, commands: list[str], origin: str) -> None:
+        ok = await self.run_admin_commands(commands, origin)
+        if not ok and origin == "admin_execute" and self.admin_executor is not None \
+                and not self.config.admin_execute_errors_ignore:
+            self.shutdown("an admin_execute command failed (admin_execute_errors_ignore is off)")
+
+    async def _reload_from_signal(self) -> None:
+        if not self.config.config_reload_signal:
+            log.warning("SIGUSR1 ignored: config_reload_signal is off")
+            return
+        # Refusals are logged by reload_config; the server runs on with its config.
+        with contextlib.suppress(reload.ReloadRefused):
+            await self.reload_config()
+
     async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
+                                       signal.SIGUSR2) as signals:
             async for signum in signals:
                 name = signal.Signals(signum).name
+                assert self._root is not None
+                if signum == signal.SIGUSR1:
+                    if not self.stopping.is_set():
+                        self._root.start_soon(self._reload_from_signal, name="reload")
+                    continue
+                if signum == signal.SIGUSR2:
+                    if not self.config.admin_signal_execute:
+                        log.info("SIGUSR2: no admin_signal_execute commands are configured")
+                    elif not self.stopping.is_set():
+                        self._root.start_soon(self._admin_commands,
+                                              list(self.config.admin_signal_execute),
+                                              "admin_signal_execute", name="admin-signal")
+                    continue
                 if not self.stopping.is_set():
                     self.shutdown(name)
                     assert self._root is not None

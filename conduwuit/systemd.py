@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 import trio
@@ -48,6 +49,14 @@ class Notifier:
 
     def status(self, status: str) -> None:
         self.notify(f"STATUS={status}")
+
+    def reloading(self, status: str = "Reloading the configuration") -> None:
+        """``RELOADING=1`` with the ``MONOTONIC_USEC`` that ``Type=notify-reload`` requires.
+
+        Follow it with :meth:`ready` once the reload is over (applied or not).
+        """
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notify("RELOADING=1", f"MONOTONIC_USEC={usec}", f"STATUS={status}")
 
     def stopping(self, status: str = "Shutting down") -> None:
         self.notify("STOPPING=1", f"STATUS={status}")

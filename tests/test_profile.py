@@ -16,7 +16,7 @@ from conduwuit.services.profile import MAX_PROFILE_BYTES, Profile
 from conduwuit.services.users import Users
 from conduwuit.store import Store
 from tests.support.config import make_config
-from tests.support.inprocess import running_server
+from tests.support.inprocess import base_url, running_server
 from tests.support.users import LoggedIn, make_user
 
 V3 = "/_matrix/client/v3"
@@ -305,3 +305,33 @@ async def test_profile_account_data_and_filters_persist_across_restart(tmp_path:
         assert r.json() == {"tags": {"m.favourite": {"order": 0.5}}}
         r = await client.get(f"{V3}/user/{ALICE}/filter/{filter_id}", headers=h)
         assert r.json() == {"room": {"rooms": ["!r:x"]}}
+
+
+async def test_display_name_and_avatar_changes_reach_joined_rooms(tmp_path: Path) -> None:
+    async with running_server(make_config(tmp_path)) as server, \
+            httpx.AsyncClient(base_url=base_url(server)) as client:
+        alice = await make_user(server, "alice")
+        rooms = []
+        for _ in range(2):
+            r = await client.post("/_matrix/client/v3/createRoom", headers=alice.headers,
+                                  json={})
+            rooms.append(r.json()["room_id"])
+        r = await client.put(f"/_matrix/client/v3/profile/{alice.user_id}/displayname",
+                             headers=alice.headers, json={"displayname": "Alice Liddell"})
+        assert r.status_code == 200
+        r = await client.put(f"/_matrix/client/v3/profile/{alice.user_id}/avatar_url",
+                             headers=alice.headers, json={"avatar_url": "mxc://x/y"})
+        assert r.status_code == 200
+        for room_id in rooms:
+            r = await client.get(f"/_matrix/client/v3/rooms/{room_id}/state/m.room.member/"
+                                 f"{alice.user_id}", headers=alice.headers)
+            assert r.json() == {"membership": "join", "displayname": "Alice Liddell",
+                                "avatar_url": "mxc://x/y"}
+        # Unchanged values send nothing new.
+        before = (await client.get(f"/_matrix/client/v3/rooms/{rooms[0]}/messages",
+                                   params={"dir": "b"}, headers=alice.headers)).json()
+        await client.put(f"/_matrix/client/v3/profile/{alice.user_id}/displayname",
+                         headers=alice.headers, json={"displayname": "Alice Liddell"})
+        after = (await client.get(f"/_matrix/client/v3/rooms/{rooms[0]}/messages",
+                                  params={"dir": "b"}, headers=alice.headers)).json()
+        assert len(after["chunk"]) == len(before["chunk"])

@@ -313,3 +313,64 @@ def test_compiled_rulesets_agree_with_the_rules() -> None:
     assert highlights(compiled.evaluate(events[5], ctx()))  # no type, still a content match
     # Disabled rules are left out entirely.
     assert ".m.rule.master" not in [r.rule["rule_id"] for r in compiled.rules]
+
+
+# --- users' own rules --------------------------------------------------------------------
+
+
+def test_effective_ruleset_merges_user_rules_and_default_changes() -> None:
+    from conduwuit.protocol.push_rules import effective_ruleset
+
+    assert effective_ruleset(ME, None) == default_ruleset(ME)
+    stored = {
+        "override": [
+            {"rule_id": "mine", "default": False, "enabled": True, "actions": [],
+             "conditions": []},
+            {"rule_id": ".m.rule.master", "default": True, "enabled": True, "actions": []},
+            {"rule_id": ".m.rule.gone_from_the_spec", "default": True, "enabled": True,
+             "actions": ["notify"]},
+        ],
+        "underride": [{"rule_id": ".m.rule.message", "default": True, "enabled": False,
+                       "actions": ["notify"]}],
+        "content": "garbage",
+    }
+    merged = effective_ruleset(ME, stored)
+    override = [r["rule_id"] for r in merged["override"]]
+    assert override[:3] == [".m.rule.master", "mine", ".m.rule.suppress_notices"]
+    assert ".m.rule.gone_from_the_spec" not in override
+    assert merged["override"][0]["enabled"] is True
+    message_rule = next(r for r in merged["underride"] if r["rule_id"] == ".m.rule.message")
+    assert message_rule["enabled"] is False
+    assert merged["content"] == default_ruleset(ME)["content"]
+    # The master rule enabled: nothing notifies.
+    assert evaluate(merged, message(f"hi {ME}"), ctx()) == []
+
+
+def test_new_rule_checks_and_placement() -> None:
+    from conduwuit.protocol.push_rules import RuleError, new_rule, place_rule
+
+    rule = new_rule("content", "cake", {"pattern": "cake*lie", "actions": ["notify"]})
+    assert rule == {"rule_id": "cake", "default": False, "enabled": True,
+                    "actions": ["notify"], "pattern": "cake*lie"}
+    for kind, rule_id, body, errcode in (
+            ("content", ".x", {"actions": []}, "M_INVALID_PARAM"),
+            ("content", "a/b", {"actions": []}, "M_INVALID_PARAM"),
+            ("nope", "x", {"actions": []}, "M_INVALID_PARAM"),
+            ("override", "x", {}, "M_MISSING_PARAM"),
+            ("override", "x", {"actions": [3]}, "M_INVALID_PARAM")):
+        with pytest.raises(RuleError) as refused:
+            new_rule(kind, rule_id, body)
+        assert refused.value.errcode == errcode
+    ruleset = default_ruleset(ME)
+    for name in ("a", "b"):
+        place_rule(ruleset, "override", new_rule("override", name, {"actions": []}), None, None)
+    place_rule(ruleset, "override", new_rule("override", "c", {"actions": []}), None, "b")
+    place_rule(ruleset, "override", new_rule("override", "d", {"actions": []}), "b", None)
+    assert [r["rule_id"] for r in ruleset["override"]][:5] == [
+        ".m.rule.master", "d", "b", "c", "a"]
+    with pytest.raises(RuleError):
+        place_rule(ruleset, "override", new_rule("override", "e", {"actions": []}),
+                   ".m.rule.reaction", None)
+    with pytest.raises(RuleError):
+        place_rule(ruleset, "override", new_rule("override", "e", {"actions": []}),
+                   None, "missing")

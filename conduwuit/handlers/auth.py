@@ -27,7 +27,12 @@ async def requester(*, allow_guest: bool = False) -> Requester:
     token = access_token()
     if token is None:
         raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
-    who = await services().auth.authenticate(token, ip=client_ip())
+    # Identity assertion by application services (ignored for users' tokens);
+    # device_id per MSC4326, also under its unstable MSC3202 name.
+    device_id = request.args.get("device_id") or request.args.get("org.matrix.msc3202.device_id")
+    who = await services().auth.authenticate(token, ip=client_ip(),
+                                             user_id=request.args.get("user_id") or None,
+                                             device_id=device_id or None)
     if who.is_guest and not allow_guest:
         raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot use this endpoint")
     g.requester = who

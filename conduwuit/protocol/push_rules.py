@@ -492,3 +492,162 @@ def tweaks(actions: Sequence[Action]) -> dict[str, Any]:
 
 def highlights(actions: Sequence[Action]) -> bool:
     return tweaks(actions).get("highlight", False) is True
+
+
+# --- users' own rules: validation and merging with the server defaults --------------------
+
+ACTION_STRINGS = frozenset({"notify", *HISTORICAL_ACTIONS})
+
+
+class RuleError(ValueError):
+    """A rule or request the spec refuses; ``errcode`` is the Matrix error code to show."""
+
+    def __init__(self, errcode: str, message: str) -> None:
+        super().__init__(message)
+        self.errcode = errcode
+
+
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise RuleError("M_INVALID_PARAM", f"Unknown push rule kind {kind!r}")
+
+
+def check_actions(actions: Any) -> list[Action]:
+    """The actions as given, if each is ``notify``, a historical no-op or a ``set_tweak``."""
+    if not isinstance(actions, list):
+        raise RuleError("M_INVALID_PARAM", "actions must be a list")
+    for action in actions:
+        if isinstance(action, str):
+            if action not in ACTION_STRINGS:
+                raise RuleError("M_INVALID_PARAM", f"Unknown action {action!r}")
+        elif isinstance(action, dict):
+            if not isinstance(action.get("set_tweak"), str):
+                raise RuleError("M_INVALID_PARAM", "An object action needs a set_tweak string")
+        else:
+            raise RuleError("M_INVALID_PARAM", "Actions are strings or objects")
+    return list(actions)
+
+
+def check_condition(condition: Any) -> dict[str, Any]:
+    """A condition whose known kind has the fields it needs (unknown kinds pass: they
+    never match, and the spec lets servers add kinds)."""
+    if not isinstance(condition, dict) or not isinstance(condition.get("kind"), str):
+        raise RuleError("M_INVALID_PARAM", "Each condition is an object with a kind")
+    kind = condition["kind"]
+
+    def needs(field: str, test: Callable[[Any], bool], what: str) -> None:
+        if field not in condition or not test(condition[field]):
+            raise RuleError("M_INVALID_PARAM", f"{kind} conditions need {field} ({what})")
+
+    if kind == "event_match":
+        needs("key", lambda v: isinstance(v, str), "a string")
+        needs("pattern", lambda v: isinstance(v, str), "a string")
+    elif kind in ("event_property_is", "event_property_contains"):
+        needs("key", lambda v: isinstance(v, str), "a string")
+        needs("value", _is_scalar, "a string, integer, boolean or null")
+    elif kind == "room_member_count":
+        needs("is", lambda v: isinstance(v, str) and _MEMBER_COUNT.fullmatch(v) is not None,
+              "a number with an optional ==, <, >, <= or >= prefix")
+    elif kind == "sender_notification_permission":
+        needs("key", lambda v: isinstance(v, str), "a string")
+    return dict(condition)
+
+
+def new_rule(kind: str, rule_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """A user rule from a ``PUT /pushrules/global/{kind}/{ruleId}`` body, checked."""
+    check_kind(kind)
+    if not rule_id or rule_id.startswith(".") or "/" in rule_id or "\\" in rule_id:
+        raise RuleError("M_INVALID_PARAM",
+                        "Rule ids may not start with '.' (reserved for server-default rules) "
+                        "or contain slashes")
+    if "actions" not in body:
+        raise RuleError("M_MISSING_PARAM", "actions is required")
+    rule: dict[str, Any] = {"rule_id": rule_id, "default": False, "enabled": True,
+                            "actions": check_actions(body["actions"])}
+    if kind in ("override", "underride"):
+        conditions = body.get("conditions", [])
+        if not isinstance(conditions, list):
+            raise RuleError("M_INVALID_PARAM", "conditions must be a list")
+        rule["conditions"] = [check_condition(c) for c in conditions]
+    elif kind == "content":
+        pattern = body.get("pattern")
+        if pattern is None:
+            raise RuleError("M_MISSING_PARAM", "content rules need a pattern")
+        if not isinstance(pattern, str) or not pattern:
+            raise RuleError("M_INVALID_PARAM", "pattern must be a non-empty string")
+        rule["pattern"] = pattern
+    elif kind == "room" and not rule_id.startswith("!"):
+        raise RuleError("M_INVALID_PARAM", "room rules are named by a room id")
+    elif kind == "sender" and not rule_id.startswith("@"):
+        raise RuleError("M_INVALID_PARAM", "sender rules are named by a user id")
+    return rule
+
+
+def effective_ruleset(user_id: str, stored: Any) -> dict[str, list[dict[str, Any]]]:
+    """The user's ruleset: today's server defaults with the ``enabled``/``actions`` the
+    user set on them, and the user's own rules before the defaults of their kind
+    (``.m.rule.master`` stays first). ``stored`` is the ``global`` ruleset kept in
+    ``m.push_rules``; anything malformed in it is skipped, and default rules this
+    server no longer has are dropped, so a server upgrade brings new defaults in."""
+    defaults = default_ruleset(user_id)
+    if not isinstance(stored, Mapping):
+        return defaults
+    merged: dict[str, list[dict[str, Any]]] = {}
+    for kind in KINDS:
+        kept = stored.get(kind)
+        rules = [r for r in kept if isinstance(r, Mapping)] if isinstance(kept, list) else []
+        by_id = {r.get("rule_id"): r for r in rules if r.get("default") is True
+                 or str(r.get("rule_id", "")).startswith(".")}
+        own = [dict(r) for r in rules if r.get("rule_id") not in by_id
+               and isinstance(r.get("rule_id"), str)]
+        for rule in own:
+            rule["default"] = False
+        server = []
+        for rule in defaults[kind]:
+            changed = by_id.get(rule["rule_id"])
+            if changed is not None:
+                if isinstance(changed.get("enabled"), bool):
+                    rule["enabled"] = changed["enabled"]
+                if isinstance(changed.get("actions"), list):
+                    rule["actions"] = list(changed["actions"])
+            server.append(rule)
+        if kind == "override":
+            master = [r for r in server if r["rule_id"] == MASTER]
+            merged[kind] = master + own + [r for r in server if r["rule_id"] != MASTER]
+        else:
+            merged[kind] = own + server
+    return merged
+
+
+def find_rule(ruleset: Mapping[str, list[dict[str, Any]]], kind: str,
+              rule_id: str) -> dict[str, Any] | None:
+    for rule in ruleset.get(kind, ()):
+        if rule.get("rule_id") == rule_id:
+            return rule
+    return None
+
+
+def place_rule(ruleset: dict[str, list[dict[str, Any]]], kind: str, rule: dict[str, Any],
+               before: str | None, after: str | None) -> None:
+    """Insert or update a user rule: next to ``before``/``after`` (user rules only;
+    ``before`` wins when both are given), else in its old place, else first."""
+    rules = ruleset[kind]
+    old = next((i for i, r in enumerate(rules) if r.get("rule_id") == rule["rule_id"]), None)
+    anchor_id = before if before is not None else after
+    if anchor_id is not None:
+        anchor = find_rule(ruleset, kind, anchor_id)
+        if anchor is None or anchor.get("default") or anchor_id == rule["rule_id"]:
+            # The spec's example answer: 400 M_UNKNOWN "before/after rule not found".
+            raise RuleError("M_UNKNOWN" if anchor is None else "M_INVALID_PARAM",
+                            f"before/after rule not found: {anchor_id}" if anchor is None
+                            else f"cannot place a rule relative to {anchor_id}")
+    if old is not None:
+        rules.pop(old)
+    if anchor_id is not None:
+        index = next(i for i, r in enumerate(rules) if r.get("rule_id") == anchor_id)
+        rules.insert(index if before is not None else index + 1, rule)
+    elif old is not None:
+        rules.insert(old, rule)
+    else:
+        first = 1 if kind == "override" and rules and rules[0].get("rule_id") == MASTER else 0
+        rules.insert(first, rule)

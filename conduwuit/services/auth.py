@@ -12,9 +12,10 @@ from .devices import Devices, now_ms
 from .requester import Requester
 from .users import Users
 
-# Given a token, an application service's identity for it, or None. The
-# appservice service installs one; masquerading (?user_id=) is its concern.
-AppserviceLookup = Callable[[str], Requester | None]
+# Given a token and the request's ``user_id`` and ``device_id`` parameters, an
+# application service's identity for it, or None. The appservice service installs
+# one; masquerading (identity assertion) and its 403s are its concern.
+AppserviceLookup = Callable[[str, str | None, str | None], Requester | None]
 
 
 @attrs.define
@@ -23,9 +24,11 @@ class Auth:
     devices: Devices
     appservice_lookup: AppserviceLookup | None = None
 
-    async def authenticate(self, token: str, *, ip: str = "") -> Requester:
+    async def authenticate(self, token: str, *, ip: str = "", user_id: str | None = None,
+                           device_id: str | None = None) -> Requester:
+        """``user_id``/``device_id`` (identity assertion) count only for an as_token."""
         if self.appservice_lookup is not None:
-            appservice = self.appservice_lookup(token)
+            appservice = self.appservice_lookup(token, user_id, device_id)
             if appservice is not None:
                 return appservice
         owner = self.devices.owner_of_access_token(token)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -15,6 +15,9 @@ from .devices import Devices, IssuedTokens
 from .passwords import Passwords
 from .requester import Requester
 from .users import Users
+
+if TYPE_CHECKING:
+    from .appservices import Appservices
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ class Login:
     users: Users
     devices: Devices
     passwords: Passwords
+    appservices: Appservices | None = None  # installed by the appservice service
 
     def flows(self) -> list[dict[str, Any]]:
         flows: list[dict[str, Any]] = [{"type": PASSWORD}]
@@ -119,10 +123,18 @@ class Login:
         return user_id
 
     def _appservice_user(self, body: Mapping[str, Any], appservice: Requester | None) -> str:
-        if appservice is None or appservice.appservice_id is None:
+        if appservice is None:
             raise MatrixError(401, "M_MISSING_TOKEN",
                               "Appservice login needs the appservice's access token")
+        if appservice.appservice_id is None:
+            raise MatrixError(401, "M_UNKNOWN_TOKEN",
+                              "That access token is not an application service's as_token",
+                              soft_logout=False)
         user_id = self.resolve_user(body.get("identifier"), body.get("user"))
+        if self.appservices is not None and \
+                not self.appservices.owns_user(appservice.appservice_id, user_id):
+            raise MatrixError(400, "M_EXCLUSIVE",
+                              f"{user_id} is not in the application service's namespaces")
         if not self.users.is_active(user_id):
             raise MatrixError(403, "M_FORBIDDEN", "Unknown user")
         return user_id

@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -87,6 +88,8 @@ class Presence:
     _heap: list[tuple[float, str]] = attrs.field(factory=list)  # (due, wall-clock s), user
     _scheduled: set[str] = attrs.field(factory=set)
     _changed: trio.Event = attrs.field(factory=trio.Event)
+    # Called with (user_id, record) after each stored change: the federation sender.
+    on_change: list[Callable[[str, PresenceRecord], None]] = attrs.field(factory=list)
 
     # --- startup -------------------------------------------------------------------------
 
@@ -234,6 +237,17 @@ class Presence:
     def timers(self) -> int:
         return len(self._heap)
 
+    def set_remote(self, user_id: str, state: str, last_active_ago_ms: int,
+                   currently_active: bool, status_msg: str | None) -> None:
+        """Presence of another server's user (``m.presence`` EDU), checked by the caller.
+
+        Stored like a local change so ``/sync`` and ``GET /presence`` show it; no timers:
+        the user's server tells us when it changes.
+        """
+        last_active = _now_ms() - max(0, last_active_ago_ms)
+        self._write(user_id, PresenceRecord(state, last_active, currently_active,
+                                            status_msg or None))
+
     # --- reading -------------------------------------------------------------------------
 
     def current(self, user_id: str) -> PresenceRecord | None:
@@ -321,6 +335,8 @@ class Presence:
         self.notifier.notify_user(user_id)
         for room_id in self.membership.joined_rooms(user_id):
             self.notifier.notify_room(room_id)
+        for hook in self.on_change:
+            hook(user_id, record)
         return position
 
     def _require_enabled(self) -> None:

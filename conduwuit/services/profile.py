@@ -52,8 +52,7 @@ class Profile:
     store: Store
     users: Users
     server_name: str
-    # TODO(rooms): membership sends new m.room.member events to every joined room
-    # when displayname/avatar_url change; it registers its hook here. Empty until then.
+    # Awaited after each change; rooms/profile_updates.py shows names and avatars in rooms.
     on_profile_change: list[ProfileHook] = attrs.field(factory=list)
 
     # ------------------------------------------------------------------ reads

@@ -42,6 +42,8 @@ _T_LATEST = "roomuserreceipt_readreceiptid"
 # Called after a read receipt (public or private) moved forward, with (user_id,
 # room_id, timeline count of the event, thread_id or None): unread counts listen.
 ReadHook = Callable[[str, str, int, str | None], None]
+# Called with (room_id, receipt) after any receipt was stored: the federation sender.
+ReceiptHook = Callable[[str, "Receipt"], None]
 
 
 @attrs.frozen
@@ -61,6 +63,7 @@ class Receipts:
     account_data: AccountData
     notifier: Notifier
     on_read: list[ReadHook] = attrs.field(factory=list)
+    on_change: list[ReceiptHook] = attrs.field(factory=list)
 
     # --- writing -----------------------------------------------------------------------
 
@@ -109,8 +112,8 @@ class Receipts:
         if previous is not None and from_u64_be(previous[8:16]) >= event_count:
             return False
         position = self.store.next_count()
-        record = {"user_id": user_id, "type": receipt_type, "event_id": event_id,
-                  "ts": int(time.time() * 1000)}
+        ts = int(time.time() * 1000)
+        record = {"user_id": user_id, "type": receipt_type, "event_id": event_id, "ts": ts}
         if thread_id is not None:
             record["thread_id"] = thread_id
         with self.store.batch() as batch:
@@ -120,10 +123,36 @@ class Receipts:
             batch.put(_T_LATEST, latest_key, u64_be(position) + u64_be(event_count))
         for hook in self.on_read:
             hook(user_id, room_id, event_count, thread_id)
+        stored = Receipt(user_id, receipt_type, event_id, ts, thread_id)
+        for change_hook in self.on_change:
+            change_hook(room_id, stored)
         if receipt_type == READ_PRIVATE:
             self.notifier.notify_user(user_id)
         else:
             self.notifier.notify_room(room_id)
+        return True
+
+    def set_remote_receipt(self, user_id: str, room_id: str, receipt_type: str,
+                           event_id: str, thread_id: str | None, ts: int | None) -> bool:
+        """A receipt of another server's user (``m.receipt`` EDU), checked by the caller:
+        shown like a local one, without the local hooks (unread counts, sending it on).
+        404 if the event is not in the room's timeline; False if it would move back."""
+        event_count = self._count_in_room(room_id, event_id)
+        latest_key = join(room_id, user_id, receipt_type, thread_id or "")
+        previous = self.store.tree(_T_LATEST).get(latest_key)
+        if previous is not None and from_u64_be(previous[8:16]) >= event_count:
+            return False
+        position = self.store.next_count()
+        record = {"user_id": user_id, "type": receipt_type, "event_id": event_id,
+                  "ts": ts if ts is not None else int(time.time() * 1000)}
+        if thread_id is not None:
+            record["thread_id"] = thread_id
+        with self.store.batch() as batch:
+            if previous is not None:
+                batch.delete(_T_STREAM, _stream_key(room_id, from_u64_be(previous[:8])))
+            batch.put(_T_STREAM, _stream_key(room_id, position), orjson.dumps(record))
+            batch.put(_T_LATEST, latest_key, u64_be(position) + u64_be(event_count))
+        self.notifier.notify_room(room_id)
         return True
 
     # --- reading -----------------------------------------------------------------------

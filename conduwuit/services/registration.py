@@ -8,7 +8,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -22,10 +22,14 @@ from .passwords import Passwords, check_new_password
 from .uia import Uia, UiaSession
 from .users import Users
 
+if TYPE_CHECKING:
+    from .appservices import Appservices
+
 log = logging.getLogger(__name__)
 
 TOKEN_STAGE = "m.login.registration_token"
 DUMMY_STAGE = "m.login.dummy"
+APPSERVICE_TYPE = "m.login.application_service"
 
 # Called with the new user's id and initial display name once the account exists:
 # the profile stores the name; later, auto-join and the admin room hook in here.
@@ -48,6 +52,8 @@ class Registration:
     uia: Uia
     first_run: FirstRun
     on_registered: list[Registered] = attrs.field(factory=list)
+    # Installed by the appservice service: exclusive namespaces, AS registrations.
+    appservices: Appservices | None = None
 
     # --- what is offered -----------------------------------------------------------
 
@@ -89,6 +95,8 @@ class Registration:
         if self._forbidden(localpart):
             raise MatrixError(403, "M_FORBIDDEN", "This username is not allowed")
         user_id = f"@{localpart}:{self.config.server_name}"
+        if self.appservices is not None:
+            self.appservices.check_user_claim(user_id)  # exclusive appservice namespaces
         if self.users.exists(user_id):
             raise MatrixError(400, "M_USER_IN_USE", "This username is taken")
         return user_id
@@ -106,8 +114,15 @@ class Registration:
 
     # --- registering ---------------------------------------------------------------
 
-    async def register(self, body: Mapping[str, Any], *, kind: str, ip: str) -> NewAccount:
-        """Handle one ``POST /register`` body (UIA raises its 401s from here)."""
+    async def register(self, body: Mapping[str, Any], *, kind: str, ip: str,
+                       access_token: str | None = None) -> NewAccount:
+        """Handle one ``POST /register`` body (UIA raises its 401s from here).
+
+        ``access_token`` is the request's token: with ``type: m.login.application_service``
+        it must be an application service's as_token.
+        """
+        if body.get("type") == APPSERVICE_TYPE:
+            return await self._register_appservice_user(body, access_token, ip)
         if kind == "guest":
             return await self._register_guest(body, ip)
         if kind != "user":
@@ -129,6 +144,35 @@ class Registration:
         password_hash = await self.passwords.hash(password) if password else ""
         return await self._finish(user_id, password_hash, body, ip, session=session)
 
+    async def _register_appservice_user(self, body: Mapping[str, Any], token: str | None,
+                                        ip: str) -> NewAccount:
+        """An AS creates a user of its namespaces: no UIA, no password (spec, "Server
+        admin style permissions"); registration being closed does not matter."""
+        if token is None:
+            raise MatrixError(401, "M_MISSING_TOKEN",
+                              "Registering with m.login.application_service needs an as_token")
+        reg = self.appservices.by_token(token) if self.appservices is not None else None
+        if reg is None or self.appservices is None:
+            raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown application service token",
+                              soft_logout=False)
+        _check_login_fields(body)
+        username = _optional_str(body, "username")
+        if not username:
+            raise MatrixError(400, "M_MISSING_PARAM", "Missing 'username'")
+        server = self.config.server_name
+        localpart = username[1:-len(server) - 1] \
+            if username.startswith("@") and username.endswith(f":{server}") else username
+        if not is_valid_localpart(localpart):
+            raise MatrixError(400, "M_INVALID_USERNAME",
+                              "Usernames may only contain a-z, 0-9 and . _ = - / +")
+        if not user_id_length_ok(localpart, server):
+            raise MatrixError(400, "M_INVALID_USERNAME", "Username is too long")
+        user_id = f"@{localpart}:{server}"
+        self.appservices.check_user_claim(user_id, reg.id)
+        if self.users.exists(user_id):
+            raise MatrixError(400, "M_USER_IN_USE", "This username is taken")
+        return await self._finish(user_id, "", body, ip, appservice=True)
+
     async def _register_guest(self, body: Mapping[str, Any], ip: str) -> NewAccount:
         if not self.config.allow_guest_registration:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest registration is disabled")
@@ -138,11 +182,13 @@ class Registration:
         return await self._finish(self._random_user_id(numeric=True), "", body, ip, guest=True)
 
     async def _finish(self, user_id: str, password_hash: str, body: Mapping[str, Any], ip: str, *,
-                session: UiaSession | None = None, guest: bool = False) -> NewAccount:
+                session: UiaSession | None = None, guest: bool = False,
+                appservice: bool = False) -> NewAccount:
         token = session.data.get("token") if session else None
         used_first_run = token is not None and self._consume_first_run(token)
         # The first account is the admin; so is whoever used the first-run token.
-        admin = used_first_run or not self.users.has_any()
+        # An application service's users never are.
+        admin = not appservice and (used_first_run or not self.users.has_any())
         self.users.create(user_id, password_hash, admin=admin, guest=guest)
         suffix = self.config.new_user_displayname_suffix
         localpart = user_id[1:].split(":", 1)[0]

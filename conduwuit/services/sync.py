@@ -244,6 +244,10 @@ class Sync:
     def _state_at(self, room_id: str, count: int) -> StateMap:
         for _, event in self.rooms.events.timeline(room_id, before=count + 1, reverse=True):
             return self.rooms.state.after(event.event_id) or {}
+        # Nothing before: a room joined over federation starts with our join, whose
+        # state (less the events of the timeline itself, dropped later) is the room's.
+        for _, event in self.rooms.events.timeline(room_id):
+            return self.rooms.state.after(event.event_id) or {}
         return {}
 
     def _state_events(self, who: Requester, state: StateMap, timeline: list[tuple[int, Event]],

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -30,6 +31,10 @@ from .notifier import Notifier
 from .rooms.membership import Membership
 
 DEFAULT_TIMEOUT_MS = 30_000  # when a client starts typing without a timeout
+
+# Called with (room_id, user_id, typing) on every start (refreshes too) and stop:
+# the federation sender tells other servers.
+TypingHook = Callable[[str, str, bool], None]
 
 
 @attrs.define
@@ -45,6 +50,7 @@ class Typing:
     _positions: dict[str, int] = attrs.field(factory=dict)
     _heap: list[tuple[float, str, str]] = attrs.field(factory=list)
     _changed: trio.Event = attrs.field(factory=trio.Event)
+    on_change: list[TypingHook] = attrs.field(factory=list)
 
     # --- changes -----------------------------------------------------------------------
 
@@ -74,6 +80,8 @@ class Typing:
             self._wake_job()
         if not was_typing:
             self._changed_room(room_id)
+        for hook in self.on_change:
+            hook(room_id, user_id, True)
 
     def stop(self, room_id: str, user_id: str) -> None:
         users = self._typing.get(room_id)
@@ -82,6 +90,8 @@ class Typing:
         if not users:
             del self._typing[room_id]
         self._changed_room(room_id)
+        for hook in self.on_change:
+            hook(room_id, user_id, False)
 
     def on_event(self, event: Event, count: int) -> None:
         """Timeline hook: a member who leaves (or is kicked, banned) stops typing at once."""

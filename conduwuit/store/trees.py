@@ -60,6 +60,9 @@ TREES: dict[str, str] = {
     "redactedby_eventid": "event_id -> event_id of the redaction applied to it",
     "softfailedeventids": "event_id -> '' for events stored but not shown",
     "rejectedeventids": "event_id -> '' for remote events that failed the auth rules",
+    "backfillid_eventid": "u64 shortroomid + u64 backfill seq (grows going back) -> event_id",
+    "eventid_backfillid": "event_id -> u64 shortroomid + u64 seq of an event fetched by backfill",
+    "roomid_backfill": "room_id -> JSON {edge: oldest event ids held, done} of backfill",
     # membership (services/rooms/membership.py)
     "userroomid_joined": "(user_id, room_id) -> ''",
     "roomuserid_joined": "(room_id, user_id) -> ''",
@@ -75,6 +78,9 @@ TREES: dict[str, str] = {
     "roomid_alias": "(room_id, alias) -> ''",
     "alias_userid": "room alias -> user_id who created it",
     "publicroomids": "room_id -> '' for rooms in the public room directory",
+    # server-side moderation (services/rooms/moderation.py), set from the admin room
+    "bannedroomids": "room_id -> '' for rooms banned on this server (no joins, no invites)",
+    "disabledroomids": "room_id -> '' for rooms whose incoming federation is switched off",
     # relations (services/rooms/relations.py)
     "relationtargets": "u64 shortroomid + u64 target shorteventid -> '' (has relations)",
     "tofrom_relation": (
@@ -140,18 +146,34 @@ TREES: dict[str, str] = {
         "(user_id, room_id) + u64 count -> b'h'|b'n' (highlight or not) + thread root id "
         "('' = main timeline) of an unread notifying event"
     ),
+    # push (services/push/)
+    "usernotification_notification": (
+        "user_id + 0xFF + u64 count -> b'h'|b'n' + (room_id, event_id) + 0xFF + JSON actions "
+        "of a recorded notification (GET /notifications)"
+    ),
+    "userpusher_pusher": "(user_id, app_id, pushkey) -> JSON pusher (+ pushkey_ts, device_id)",
+    "apppushkey_userid": "(app_id, pushkey, user_id) -> '' (users with a pusher for a pushkey)",
     # federation (services/federation/)
     "server_signingkeys": (
         "server_name -> JSON {verify_keys, old_verify_keys, responses}: cached keys of "
         "another server with their validity, and its last signed key responses"
     ),
     "openidtoken_expiresatuserid": "sha256(OpenID token) -> u64 expiry ms + user_id",
+    "servertxnid_response": "(origin, txn_id) -> JSON answer of an inbound /send (retries)",
     "sender_queue": (
         "destination + 0xFF + u64 seq -> b'p' + event_id | b'e' + JSON EDU: outbound "
         "federation queue (services/federation/sender.py), removed once sent"
     ),
     "userid_devicelistid": "user_id -> u64 stream_id of the last m.device_list_update sent",
     "jobs_state": "job name -> JSON persisted state of a background job",
+    # application services (services/appservices/)
+    "id_appserviceregistrations": "appservice id -> registration YAML (admin-registered)",
+    "appservice_queue": (
+        "appservice id + 0xFF + u64 seq -> b'p' + event_id | b'e' + JSON ephemeral event: "
+        "what an application service is still to be sent, removed once it answered 2xx"
+    ),
+    "appservice_txn": "appservice id -> JSON {txn_id, keys}: the transaction being retried",
+    "appservice_roomdirectory": "(network_id, room_id) -> appservice id: AS room directories",
 }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import httpx
 import orjson
 import trio
 import trustme
@@ -46,6 +47,8 @@ class FakeServer:
     delay: float = 0.0
     valid_until_ts: int | None = None  # None: a day from now
     routes: dict[tuple[str, str], Handler] = attrs.field(factory=dict)
+    # (method, path prefix) -> handler, for paths ending in an id (``/send/{txnId}``)
+    prefix_routes: dict[tuple[str, str], Handler] = attrs.field(factory=dict)
     requests: list[FakeRequest] = attrs.field(factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -86,7 +89,9 @@ class FakeServer:
             if self.delay:
                 await trio.sleep(self.delay)
             path = request.uri.split("?")[0]
-            route = self.routes.get((request.method, path))
+            route = self.routes.get((request.method, path)) or next(
+                (h for (m, p), h in self.prefix_routes.items()
+                 if m == request.method and path.startswith(p)), None)
             if route is not None:
                 return await route(self, request)
             if (request.method, path) == ("GET", "/_matrix/key/v2/server"):
@@ -190,3 +195,21 @@ def federation_options(**overrides: Any) -> dict[str, Any]:
     ``trusted_servers`` is emptied: the default (matrix.org) must never be asked.
     """
     return {"ip_range_denylist": [], INSECURE_TLS: True, "trusted_servers": [], **overrides}
+
+
+async def signed_request(client: httpx.AsyncClient, fake: FakeServer, method: str, path: str,
+                         *, destination: str, params: dict[str, Any] | None = None,
+                         body: Any = None) -> httpx.Response:
+    """A request from ``fake`` to our server, signed (X-Matrix) over the exact path and
+    query httpx puts on the wire."""
+    request = client.build_request(method, path, params=params,
+                                   json=body if body is not None else None)
+    uri = request.url.raw_path.decode()
+    request.headers["Authorization"] = fake.auth_header(destination, method, uri, body)
+    return await client.send(request)
+
+
+def sign_pdu(fake: FakeServer, pdu: dict[str, Any], version: Any) -> tuple[str, dict[str, Any]]:
+    """``pdu`` hashed and signed by ``fake`` for its room version: (event id, signed PDU)."""
+    signed = signing.sign_event(hashes.with_content_hash(pdu), fake.name, fake.key, version)
+    return hashes.event_id_for(signed, version), signed

@@ -70,8 +70,10 @@ def _importable(python: Path) -> bool:
 class Synapse:
     """One Synapse process: ``start()``, use ``client_url`` / ``server_name``, ``stop()``."""
 
-    def __init__(self, workdir: Path, python: Path, ca: trustme.CA) -> None:
+    def __init__(self, workdir: Path, python: Path, ca: trustme.CA, *,
+                 presence: bool = False) -> None:
         self.dir = workdir
+        self.presence = presence
         self.python = python
         self.fed_port = free_port()
         self.client_port = free_port()
@@ -138,7 +140,7 @@ enable_registration: true
 enable_registration_without_verification: true
 bcrypt_rounds: 4
 presence:
-  enabled: false
+  enabled: {"true" if self.presence else "false"}
 rc_login:
   address: {big}
   account: {big}

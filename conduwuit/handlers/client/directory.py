@@ -25,6 +25,7 @@ async def get_alias(room_alias: str) -> Response:
     if not room_alias.endswith(f":{svc.config.server_name}") and svc.config.allow_federation:
         # Another server's alias: ask that server (federation query/directory).
         return json_response(await svc.federation.queries.resolve_alias(room_alias))
+    await svc.rooms.aliases.resolve_asking(room_alias)  # an appservice may create it
     room_id, servers = svc.rooms.room_directory.resolve(room_alias)
     return json_response({"room_id": room_id, "servers": servers})
 
@@ -88,7 +89,7 @@ async def public_rooms_filtered() -> Response:
         raise MatrixError(400, "M_BAD_JSON", "'since' must be a string")
     search, room_types = _filter(body.get("filter"))
     query = PublicRoomsQuery(limit=limit, since=since or None, search=search,
-                             room_types=room_types)
+                             room_types=room_types, room_ids=_network_rooms(body))
     return await _list(request.args.get("server"), query)
 
 
@@ -124,6 +125,27 @@ async def _directory_reader() -> None:
         await optional_requester()
     else:
         await requester(allow_guest=True)
+
+
+def _network_rooms(body: dict[str, Any]) -> list[str] | None:
+    """Application service directories: ``third_party_instance_id`` lists one network,
+    ``include_all_networks`` adds every network to the main directory."""
+    instance = body.get("third_party_instance_id")
+    everything = body.get("include_all_networks", False)
+    if instance is not None and not isinstance(instance, str):
+        raise MatrixError(400, "M_BAD_JSON", "'third_party_instance_id' must be a string")
+    if not isinstance(everything, bool):
+        raise MatrixError(400, "M_BAD_JSON", "'include_all_networks' must be a boolean")
+    if instance is not None and everything:
+        raise MatrixError(400, "M_INVALID_PARAM",
+                          "third_party_instance_id cannot be used with include_all_networks")
+    appservices = services().appservices
+    if instance is not None:
+        return appservices.network_rooms(instance, False)
+    if everything:
+        main = services().rooms.directory.public_rooms()
+        return sorted(set(main) | set(appservices.network_rooms(None, True)))
+    return None
 
 
 def _limit(raw: str | None) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from conduwuit.errors import MatrixError
 from conduwuit.handlers.auth import requester
@@ -30,6 +30,11 @@ def _target(body: dict[str, Any]) -> str:
     return user_id
 
 
+def _via() -> list[str]:
+    """Servers to join or knock through: ``via``, and the older ``server_name``."""
+    return [*request.args.getlist("via"), *request.args.getlist("server_name")]
+
+
 @client_route(bp, "POST", "/join/<room_id_or_alias>")
 async def join_by_id_or_alias(room_id_or_alias: str) -> Response:
     return await _join(room_id_or_alias, allow_guest=False)
@@ -45,8 +50,8 @@ async def _join(room_id_or_alias: str, *, allow_guest: bool) -> Response:
     who = await requester(allow_guest=allow_guest)
     body = await json_body()
     actions = services().rooms.actions
-    room_id = await actions.join(actions.resolve_room(room_id_or_alias), who.user_id,
-                                 _reason(body))
+    room_id, servers = await actions.locate(room_id_or_alias, _via())
+    room_id = await actions.join(room_id, who.user_id, _reason(body), servers)
     return json_response({"room_id": room_id})
 
 
@@ -93,8 +98,8 @@ async def unban(room_id: str) -> Response:
 async def knock(room_id_or_alias: str) -> Response:
     who = await requester()
     actions = services().rooms.actions
-    room_id = actions.resolve_room(room_id_or_alias)
-    await actions.knock(room_id, who.user_id, _reason(await json_body()))
+    room_id, servers = await actions.locate(room_id_or_alias, _via())
+    await actions.knock(room_id, who.user_id, _reason(await json_body()), servers)
     return json_response({"room_id": room_id})
 
 

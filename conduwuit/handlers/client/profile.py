@@ -21,6 +21,7 @@ bp = Blueprint("client_profile", __name__)
 @client_route(bp, "GET", "/profile/<user_id>")
 async def get_profile(user_id: str) -> Response:
     await _reader_check()
+    await services().appservices.query_user(user_id)  # an appservice may create the user
     # Users of other servers are asked over federation.
     return json_response(await services().federation.queries.lookup_profile(user_id))
 
@@ -28,6 +29,7 @@ async def get_profile(user_id: str) -> Response:
 @client_route(bp, "GET", "/profile/<user_id>/<key_name>")
 async def get_profile_field(user_id: str, key_name: str) -> Response:
     await _reader_check()
+    await services().appservices.query_user(user_id)
     return json_response(await services().federation.queries.lookup_profile(user_id, key_name))
 
 

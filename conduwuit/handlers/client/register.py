@@ -7,7 +7,7 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from conduwuit.errors import MatrixError
-from conduwuit.handlers.auth import client_ip
+from conduwuit.handlers.auth import access_token, client_ip
 from conduwuit.handlers.context import services
 from conduwuit.handlers.json import json_body, json_response
 from conduwuit.handlers.routing import client_route
@@ -19,7 +19,8 @@ bp = Blueprint("client_register", __name__)
 async def register() -> Response:
     body = await json_body()
     kind = request.args.get("kind", "user")
-    account = await services().registration.register(body, kind=kind, ip=client_ip())
+    account = await services().registration.register(body, kind=kind, ip=client_ip(),
+                                                      access_token=access_token())
     reply: dict[str, Any] = {"user_id": account.user_id,
                              "home_server": services().config.server_name}
     if account.tokens is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from quart import Blueprint, Response, request
@@ -23,6 +24,8 @@ MAX_PAGE = 1000
 # Events a /messages page may skip as invisible before it answers with what it has
 # (and an ``end`` token to go on from).
 SCAN_BUDGET = 500
+# Fetches from other servers one /messages page may wait for (history before our join).
+MAX_BACKFILL_FETCHES = 3
 
 
 @client_route(bp, "POST", "/createRoom")
@@ -153,37 +156,105 @@ async def messages(room_id: str) -> Response:
     limit = _int_arg("limit", 10, 0, MAX_PAGE)
     # Tokens are positions between events: token T means "just after the event with
     # stream count T", whichever way one paginates from it (sync tokens are the same).
-    start = _token_arg("from")
-    end = _token_arg("to")
+    # "b<seq>" points into the backfilled history older than the whole timeline: just
+    # before the backfilled event <seq> (seqs grow going back; "b0" = timeline start).
+    start_b, end_b = _backfill_token("from"), _backfill_token("to")
+    start = _token_arg("from") if start_b is None else None
+    end = _token_arg("to") if end_b is None else None
     # A user who left reads up to their leave event and no further.
     cap = access.until
-    if direction == "b":
+    chunk: list[dict[str, Any]] = []
+    end_token: str | None = None
+    if direction == "b" and start_b is not None:
+        end_token = await _history_back(who, room_id, chunk, limit, start_b, end_b)
+    elif direction == "b":
         newest = start if start is not None else services().store.current_count()
         if cap is not None:
             newest = min(newest, cap)
         page = rooms.events.timeline(room_id, before=newest + 1, after=end, reverse=True)
-        position = newest
+        exhausted, position = _fill_page(who, page, chunk, limit, direction, newest)
+        if not exhausted or len(chunk) == limit:
+            end_token = str(position)
+        elif end is None:
+            # The start of the timeline: what came before is backfilled history.
+            end_token = await _history_back(who, room_id, chunk, limit, 0, end_b)
     else:
-        newest_allowed = end if cap is None else min(end if end is not None else cap, cap)
-        before = newest_allowed + 1 if newest_allowed is not None else None
-        page = rooms.events.timeline(room_id, after=start, before=before)
-        position = start or 0
-    chunk: list[dict[str, Any]] = []
-    exhausted = True
+        into_timeline = True
+        if start_b is not None:
+            end_token, into_timeline = _history_forward(who, room_id, chunk, limit,
+                                                        start_b, end_b)
+        if into_timeline:
+            newest_allowed = end if cap is None else min(end if end is not None else cap, cap)
+            before = newest_allowed + 1 if newest_allowed is not None else None
+            page = rooms.events.timeline(room_id, after=start, before=before)
+            exhausted, position = _fill_page(who, page, chunk, limit, direction, start or 0)
+            end_token = str(position) if not exhausted or len(chunk) == limit else None
+    body: dict[str, Any] = {"chunk": chunk,
+                            "start": request.args["from"] if start_b is not None else
+                            str(start if start is not None else
+                                (services().store.current_count()
+                                 if direction == "b" else 0))}
+    if end_token is not None:
+        body["end"] = end_token
+    return json_response(body)
+
+
+def _fill_page(who: Requester, page: Iterator[tuple[int, Event]], chunk: list[dict[str, Any]],
+               limit: int, direction: str, position: int) -> tuple[bool, int]:
+    """Add the visible timeline events of ``page`` to ``chunk`` up to ``limit``;
+    (whether the page ran out, the position reached)."""
+    rooms = services().rooms
     for scanned, (count, event) in enumerate(page):
         if len(chunk) >= limit or scanned >= limit + SCAN_BUDGET:
-            exhausted = False
-            break
+            return False, position
         position = count - 1 if direction == "b" else count
         if rooms.visibility.can_see(who.user_id, event, count):
             chunk.append(_serve(who, event))
-    body: dict[str, Any] = {"chunk": chunk,
-                            "start": str(start if start is not None else
-                                         (services().store.current_count()
-                                          if direction == "b" else 0))}
-    if not exhausted or len(chunk) == limit:
-        body["end"] = str(position)
-    return json_response(body)
+    return True, position
+
+
+async def _history_back(who: Requester, room_id: str, chunk: list[dict[str, Any]],
+                        limit: int, after: int, until: int | None) -> str | None:
+    """Go on back into the backfilled history (seq > ``after``, <= ``until``), asking
+    other servers for more when what we hold runs out. The end token; None at the
+    start of the room, or if the user may not see history from before their join."""
+    backfill = services().federation.backfill
+    if not backfill.shows_history(room_id):
+        return None
+    events = services().rooms.events
+    position = after
+    fetches = 0
+    while True:
+        for seq, event in events.backfilled(room_id, after=position, until=until):
+            if len(chunk) >= limit:
+                return f"b{position}"
+            chunk.append(_serve(who, event))
+            position = seq
+        if len(chunk) >= limit:
+            return f"b{position}"
+        if until is not None or backfill.is_done(room_id) or fetches >= MAX_BACKFILL_FETCHES \
+                or not await backfill.fetch(room_id, limit - len(chunk)):
+            break
+        fetches += 1
+    # Short of the room's start (no server answered): let the client try again later.
+    more = until is None and not backfill.is_done(room_id) and position > after
+    return f"b{position}" if more else None
+
+
+def _history_forward(who: Requester, room_id: str, chunk: list[dict[str, Any]], limit: int,
+                     start: int, until: int | None) -> tuple[str | None, bool]:
+    """Go forward through the backfilled history from ``b<start>`` (down to
+    ``b<until>``); (end token, whether to go on into the timeline)."""
+    if not services().federation.backfill.shows_history(room_id):
+        return None, until is None
+    position = start
+    for seq, event in services().rooms.events.backfilled(room_id, newer_than=start + 1,
+                                                         after=until or 0):
+        if len(chunk) >= limit:
+            return f"b{position}", False
+        chunk.append(_serve(who, event))
+        position = seq - 1
+    return None, until is None
 
 
 @client_route(bp, "PUT", "/rooms/<room_id>/redact/<event_id>/<txn_id>")
@@ -220,6 +291,7 @@ def _check_state_content(room_id: str, event_type: str, content: dict[str, Any])
         raise MatrixError(400, "M_BAD_JSON", "m.room.member content needs a membership")
     if event_type == "m.room.encryption" and not services().config.allow_encryption:
         raise MatrixError(403, "M_FORBIDDEN", "Encryption is disabled on this server")
+    services().admin_room.check_state(room_id, event_type, content)  # never opened up
     if event_type == "m.room.canonical_alias":
         # Every alias named must exist and point here (spec: M_BAD_ALIAS otherwise).
         services().rooms.room_directory.check_canonical_alias(room_id, content)
@@ -267,6 +339,17 @@ def _token_arg(name: str) -> int | None:
     if raw is None or raw == "":
         return None
     digits = raw.lstrip("st")
-    if not digits.isdigit():
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+        raise MatrixError(400, "M_INVALID_PARAM", f"Invalid {name} token")
+    return int(digits)
+
+
+def _backfill_token(name: str) -> int | None:
+    """``b<seq>``: a position in the backfilled history (see ``messages``)."""
+    raw = request.args.get(name)
+    if raw is None or not raw.startswith("b"):
+        return None
+    digits = raw[1:]
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
         raise MatrixError(400, "M_INVALID_PARAM", f"Invalid {name} token")
     return int(digits)

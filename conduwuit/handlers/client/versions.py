@@ -22,6 +22,7 @@ UNSTABLE_FEATURES: dict[str, bool] = {
     "org.matrix.msc2946": True,  # space hierarchy
     "org.matrix.msc3827": True,  # room types in the public room directory
     "org.matrix.msc3030": True,  # timestamp_to_event
+    "org.matrix.simplified_msc3575": True,  # simplified sliding sync (MSC4186)
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from . import keys, openid, public_rooms, query, user, version
+from . import events, keys, membership, openid, public_rooms, query, send, user, version
 
 BLUEPRINTS: tuple[Blueprint, ...] = (version.bp, keys.bp, query.bp, user.bp, openid.bp,
-                                     public_rooms.bp)
+                                     public_rooms.bp, events.bp, membership.bp, send.bp)

@@ -8,7 +8,7 @@ checked against the signer's current keys and stored apart from the keys they si
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -74,6 +74,9 @@ class CrossSigning:
     store: Store
     keys: DeviceKeys
     device_lists: DeviceLists
+    # Called with user_id when the user's published cross-signing keys changed (new
+    # keys, or new signatures on their master key): the federation sender.
+    on_change: list[Callable[[str], None]] = attrs.field(factory=list)
 
     # --- reading ---------------------------------------------------------------------
 
@@ -150,6 +153,8 @@ class CrossSigning:
                         batch.delete(CROSS_SIGNING, join(user_id, usage))
             self.device_lists.keys_changed(user_id, batch)
         self.device_lists.wake(user_id)
+        for hook in self.on_change:
+            hook(user_id)
 
     @staticmethod
     def _uploaded(new: list[CrossSigningKey], usage: str) -> str | None:
@@ -180,7 +185,21 @@ class CrossSigning:
                     self.device_lists.keys_changed(user_id)
                 else:
                     self.device_lists.seen_by(signer, user_id)
+            self._announce_own_signatures(signer, accepted)
         return failures
+
+    def _announce_own_signatures(self, signer: str,
+                                 accepted: list[tuple[str, str, str, str]]) -> None:
+        """Signatures on one's own devices or master key change what others fetch."""
+        own = {key_id for user_id, key_id, _, _ in accepted if user_id == signer}
+        devices = set(self.keys.device_keys_of(signer)) if own else set()
+        for key_id in sorted(own):
+            if key_id in devices:
+                for device_hook in self.keys.on_change:
+                    device_hook(signer, key_id, False)
+            else:
+                for hook in self.on_change:
+                    hook(signer)
 
     def _check_signature(self, signer: str, user_id: str, key_id: str,
                          signed: object) -> tuple[str, str, str, str]:

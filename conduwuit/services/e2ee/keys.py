@@ -9,7 +9,7 @@ fallback key once the one-time keys run out).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -56,12 +56,18 @@ class OneTimeKey:
         return self.key_id.partition(":")[0]
 
 
+# Called with (user_id, device_id, deleted) when a device's identity keys were stored,
+# re-signed or removed: the federation sender sends m.device_list_update.
+DeviceHook = Callable[[str, str, bool], None]
+
+
 @attrs.define
 class DeviceKeys:
     store: Store
     server_name: str
     devices: Devices
     device_lists: DeviceLists
+    on_change: list[DeviceHook] = attrs.field(factory=list)
 
     # --- upload ----------------------------------------------------------------------
 
@@ -99,6 +105,8 @@ class DeviceKeys:
                 self._stage_fallback(batch, user_id, device_id, algorithm, key)
         if identity_changed:
             self.device_lists.wake(user_id)
+            for hook in self.on_change:
+                hook(user_id, device_id, False)
         return self.one_time_key_counts(user_id, device_id)
 
     def _check_device_keys(self, user_id: str, device_id: str,
@@ -328,6 +336,9 @@ class DeviceKeys:
                     batch.delete(tree, key)
             for key in self.store.tree(SIGNATURES).keys(join(user_id, device_id) + SEP):
                 batch.delete(SIGNATURES, key)
+        if had_keys:
+            for hook in self.on_change:
+                hook(user_id, device_id, True)
         return had_keys
 
     def add_signature(self, batch: WriteBatch, user_id: str, key_id: str, signer: str,

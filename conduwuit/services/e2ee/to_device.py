@@ -9,7 +9,7 @@ is simply delivered again). A ``(user, device, txn id)`` is sent once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -27,6 +27,10 @@ INBOX = "todeviceid_event"
 TXNS = "userdevicetxnid_todevice"
 ALL_DEVICES = "*"
 
+# Called with (sender, sender_device, event type, txn_id, messages) for the messages
+# to users of other servers: the federation sender queues them.
+RemoteHook = Callable[[str, str | None, str, str, dict[str, dict[str, Any]]], None]
+
 
 @attrs.define
 class ToDevice:
@@ -34,6 +38,7 @@ class ToDevice:
     server_name: str
     devices: Devices
     notifier: Notifier
+    on_remote: list[RemoteHook] = attrs.field(factory=list)
 
     def send(self, sender: str, sender_device: str | None, event_type: str, txn_id: str,
              messages: object) -> None:
@@ -47,14 +52,23 @@ class ToDevice:
         txns = self.store.tree(TXNS)
         if txn_key in txns:
             return
+        remote = {user_id: {device_id: dict(content) for device_id, content in by_device.items()}
+                  for user_id, by_device in messages.items()
+                  if server_of(user_id) != self.server_name}
+        if remote:
+            # Queued (durably) before the txn id is recorded: a crash in between means
+            # the client's retry queues them again, with the same message id.
+            for hook in self.on_remote:
+                hook(sender, sender_device, event_type, txn_id, remote)
+            if not self.on_remote:
+                log.info("to-device %s from %s to %d remote user(s) dropped: no federation "
+                         "sender", event_type, sender, len(remote))
         recipients: set[str] = set()
         count = self.store.next_count()
         sequence = 0
         with self.store.batch() as batch:
             for user_id, by_device in messages.items():
-                if server_of(user_id) != self.server_name:
-                    log.info("to-device %s from %s to remote user %s dropped: no federation "
-                             "sender yet", event_type, sender, user_id)
+                if user_id in remote:
                     continue
                 for device_id, content in by_device.items():
                     targets = ([d["device_id"] for d in self.devices.for_user(user_id)]

@@ -6,7 +6,14 @@
 * ``keys``: our signing keys as published, other servers' keys cached, the notary
 * ``queries``: profile, alias, device and key queries, both ways
 * ``openid``: OpenID tokens for third parties
+* ``sender``: persisted per-destination queues of PDUs and EDUs for other servers
 * ``ingest``: the checks on every event another server sends, and storing the outcome
+* ``backfill``: history from before we joined, fetched when clients page back to it
+* ``membership``: our users joining, leaving, knocking on rooms of other servers, and
+  invites of their users
+* ``serving``: our rooms' events, state and history for other servers (ACLs, visibility)
+* ``inbound``: other servers joining, leaving, knocking, inviting; inbound transactions
+* ``edus``: typing, receipts, presence, device lists and to-device messages from others
 
 With ``allow_federation = false`` nothing here sends a request (the client refuses
 every destination) and the federation endpoints answer 403.
@@ -15,7 +22,7 @@ every destination) and the federation endpoints answer 403.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
@@ -28,12 +35,27 @@ from conduwuit.services.server_keys import ServerKeys
 from conduwuit.store import Store
 
 from .auth import RequestVerifier
+from .backfill import Backfill
 from .client import FederationClient, FederationError, RemoteError, make_http_client
 from .discovery import Discovery, DnsCache, DnspythonBackend, Resolver, parse_denylist
+from .edus import Edus
+from .inbound import Inbound
 from .ingest import Ingest
 from .keys import ServerSigningKeys
+from .membership import RemoteMembership
 from .openid import OpenIdTokens
 from .queries import Queries
+from .sender import Sender
+from .serving import FederationServing
+
+if TYPE_CHECKING:
+    from conduwuit.services.e2ee import E2ee
+    from conduwuit.services.notifier import Notifier
+    from conduwuit.services.presence import Presence
+    from conduwuit.services.receipts import Receipts
+    from conduwuit.services.rooms import Rooms
+    from conduwuit.services.typing import Typing
+    from conduwuit.services.users import Users
 
 __all__ = [
     "Federation",
@@ -75,6 +97,13 @@ class Federation:
     openid: OpenIdTokens
     ingest: Ingest
     _http: list[httpx.AsyncClient]
+    sender: Sender = attrs.field(kw_only=True)
+    serving: FederationServing = attrs.field(kw_only=True)
+    membership: RemoteMembership = attrs.field(kw_only=True)
+    backfill: Backfill = attrs.field(kw_only=True)
+    # Built by attach_inbound once the services they feed exist.
+    edus: Edus = attrs.field(init=False)
+    inbound: Inbound = attrs.field(init=False)
 
     @classmethod
     def build(cls, config: Config, store: Store, server_keys: ServerKeys, profile: Profile,
@@ -106,7 +135,20 @@ class Federation:
         openid = OpenIdTokens(store, config.server_name, config.openid_token_ttl)
         ingest = Ingest(config.server_name, rooms, keys, client)
         return cls(config, discovery, client, keys, verifier, queries, openid, ingest,
-                   [federation_http, well_known_http])
+                   [federation_http, well_known_http],
+                   sender=Sender(config, store, client, rooms.events, rooms.membership),
+                   serving=FederationServing(config.server_name, rooms),
+                   membership=RemoteMembership(config, client, server_keys, keys, queries,
+                                               ingest, rooms),
+                   backfill=Backfill(config, store, rooms, ingest, client))
+
+    def attach_inbound(self, store: Store, server_keys: ServerKeys, users: Users, rooms: Rooms,
+                       notifier: Notifier, typing: Typing, receipts: Receipts,
+                       presence: Presence, e2ee: E2ee) -> None:
+        """Build the inbound side (joins, invites, /send and its EDUs)."""
+        self.edus = Edus(self.config, users, rooms, typing, receipts, presence, e2ee)
+        self.inbound = Inbound(self.config, store, server_keys, users, rooms, self.ingest,
+                               self.edus, notifier, self.client.is_forbidden)
 
     async def hold_connections(self) -> None:
         """A job that owns the connection pools: they close when the server stops."""

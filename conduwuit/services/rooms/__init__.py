@@ -17,6 +17,7 @@ from .directory import Directory
 from .events_db import EventStore
 from .hierarchy import SpaceHierarchy
 from .membership import Membership
+from .moderation import RoomModeration
 from .relations import Relations
 from .room_directory import RoomDirectory
 from .search import Search
@@ -50,6 +51,7 @@ class Rooms:
     room_directory: RoomDirectory
     hierarchy: SpaceHierarchy
     upgrade: RoomUpgrade
+    moderation: RoomModeration
 
     @classmethod
     def build(cls, config: Config, store: Store, keys: ServerKeys, users: Users,
@@ -71,17 +73,20 @@ class Rooms:
         timeline.index_writers.append(search.stage)
         visibility = Visibility(short, snapshots, state, events, membership)
         summaries = RoomSummaries(state, events, membership, visibility)
+        moderation = RoomModeration(store)
+        actions = MembershipActions(config, users, profile, aliases, state, membership, timeline,
+                                    moderation=moderation)
         room_directory = RoomDirectory(config, users, aliases, directory, events, state,
                                        membership, timeline, visibility, summaries)
         return cls(
             short=short, events=events, snapshots=snapshots, state=state,
             membership=membership, timeline=timeline, aliases=aliases, directory=directory,
-            creation=RoomCreation(config, users, profile, timeline, aliases, directory),
-            actions=MembershipActions(config, users, profile, aliases, state, membership,
-                                      timeline),
+            creation=RoomCreation(config, users, profile, timeline, aliases, directory, actions),
+            actions=actions,
             serving=serving, relations=relations, search=search,
             visibility=visibility, summaries=summaries, room_directory=room_directory,
             hierarchy=SpaceHierarchy(state, summaries),
             upgrade=RoomUpgrade(profile, events, state, membership, timeline, aliases,
                                 directory),
+            moderation=moderation,
         )

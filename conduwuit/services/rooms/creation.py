@@ -15,6 +15,7 @@ from conduwuit.protocol.room_versions import ROOM_VERSIONS, RoomVersion
 from conduwuit.services.profile import Profile
 from conduwuit.services.users import Users
 
+from .actions import MembershipActions
 from .aliases import Aliases
 from .directory import Directory
 from .timeline import Draft, Timeline
@@ -55,6 +56,7 @@ class RoomCreation:
     timeline: Timeline
     aliases: Aliases
     directory: Directory
+    actions: MembershipActions  # invites go through it: remote invitees need their server
 
     async def create(self, creator: str, body: Mapping[str, Any]) -> str:
         request = CreateRequest(body)
@@ -62,7 +64,7 @@ class RoomCreation:
             raise MatrixError(403, "M_FORBIDDEN", "Room creation is disabled on this server")
         version = self._version(request)
         preset = self._preset(request)
-        alias = self._alias(request)
+        alias = self._alias(request, creator)
         invites = self._invites(request)
         initial_state = self._initial_state(request)
         room_id = self._custom_room_id(request, version)
@@ -87,7 +89,7 @@ class RoomCreation:
                 await self._state(room, creator, event_type, {key: text})
         is_direct = request.body.get("is_direct") is True
         for invitee in invites:
-            await self._member(room, creator, invitee, "invite", is_direct=is_direct)
+            await self.actions.invite(room, creator, invitee, is_direct=is_direct)
         if request.get_str("visibility") == "public":
             self.directory.publish(room, True)
         return room
@@ -112,12 +114,12 @@ class RoomCreation:
             raise MatrixError(400, "M_INVALID_PARAM", f"Unknown preset {preset!r}")
         return preset
 
-    def _alias(self, request: CreateRequest) -> str | None:
+    def _alias(self, request: CreateRequest, creator: str) -> str | None:
         name = request.get_str("room_alias_name")
         if not name:
             return None
         alias = f"#{name}:{self.config.server_name}"
-        self.aliases.check_new(alias)
+        self.aliases.check_new(alias, creator)  # exclusive appservice namespaces too
         return alias
 
     def _invites(self, request: CreateRequest) -> list[str]:

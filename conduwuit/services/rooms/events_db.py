@@ -89,6 +89,41 @@ class EventStore:
             if event is not None:
                 yield count, event
 
+    def backfilled(self, room_id: str, *, after: int = 0, until: int | None = None,
+                   newer_than: int | None = None) -> Iterator[tuple[int, Event]]:
+        """Events fetched by backfill (older than the whole timeline) as (seq, event).
+
+        Backfill sequence numbers grow going back in history. By default: going back,
+        seq > ``after`` (and <= ``until``). With ``newer_than``: going forward in time,
+        seq < ``newer_than`` (and > ``after``). Events that later entered the timeline
+        are skipped: they are shown there.
+        """
+        short = self.short.room(room_id)
+        if short is None:
+            return
+        prefix = u64_be(short)
+        tree = self.store.tree("backfillid_eventid")
+        if newer_than is not None:
+            if newer_than <= 1:
+                return
+            items = tree.iter(prefix, reverse=True, start=prefix + u64_be(newer_than - 1))
+        else:
+            items = tree.iter(prefix, start=prefix + u64_be(after + 1))
+        timeline = self.store.tree("eventid_pduid")
+        for key, raw in items:
+            seq = from_u64_be(key[8:16])
+            if seq <= after or (until is not None and seq > until):
+                break
+            if raw in timeline:
+                continue
+            event = self.get(raw.decode())
+            if event is not None:
+                yield seq, event
+
+    def rooms(self) -> list[str]:
+        """Every room this server holds events of (a scan: the admin room lists them)."""
+        return [key.decode() for key in self.store.tree("roomid_roomversion").keys(b"")]
+
     def known(self, event_id: str) -> bool:
         return (event_id.encode() in self.store.tree("eventid_pduid")
                 or event_id.encode() in self.store.tree("eventid_outlierpdu"))

@@ -78,6 +78,12 @@ class Membership:
     def joined_count(self, room_id: str) -> int:
         return self.store.tree("roomuserid_joined").count(join(room_id) + SEP)
 
+    def members(self, room_id: str) -> list[tuple[str, str]]:
+        """Every (user id, membership) this server knows in the room, invites included."""
+        prefix = join(room_id) + SEP
+        return [(k[len(prefix):].decode(), v.decode())
+                for k, v in self.store.tree("roomuserid_membership").iter(prefix)]
+
     def servers(self, room_id: str) -> list[str]:
         prefix = join(room_id) + SEP
         return [k[len(prefix):].decode() for k in self.store.tree("roomserverids").keys(prefix)]

@@ -40,6 +40,8 @@ class PublicRoomsQuery:
     since: str | None = None
     search: str | None = None
     room_types: list[str | None] | None = None
+    # Rooms to list instead of the main directory (appservice network directories).
+    room_ids: list[str] | None = None
 
 
 @attrs.define
@@ -213,7 +215,8 @@ class RoomDirectory:
         offset = _parse_since(query.since, limit)
         term = query.search.lower() if query.search else None
         chunks = []
-        for room_id in self.directory.public_rooms():
+        listed = self.directory.public_rooms() if query.room_ids is None else query.room_ids
+        for room_id in listed:
             if self.events.room_version(room_id) is None:
                 continue
             chunk = self.summaries.chunk(room_id)

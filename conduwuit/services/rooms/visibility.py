@@ -132,6 +132,40 @@ class Visibility:
     def filter(self, user_id: str, events: list[Event]) -> list[Event]:
         return [event for event in events if self.can_see(user_id, event)]
 
+    def server_can_see(self, members: list[str], event: Event) -> bool:
+        """Whether a server whose users are ``members`` may see ``event`` (federation).
+
+        Synapse's rule for servers: ``world_readable`` and ``shared`` are visible (the
+        caller checks that the server is in the room now); ``joined`` needs one of its
+        users joined at the event, ``invited`` joined or invited. ``members`` are the
+        server's users that have membership in the room. As for users, the state before
+        *or* after the event counts, so a server sees its own users' membership changes
+        and visibility changes. Events without stored state (outliers) are visible.
+        """
+        after = self.state.hash_after(event.event_id)
+        if after is None:
+            return True
+
+        def allowed(visibility: str, memberships: set[str]) -> bool:
+            if visibility in (WORLD_READABLE, SHARED) or JOIN in memberships:
+                return True
+            return visibility == INVITED and INVITE in memberships
+
+        visibility = self._visibility_at(after)
+        memberships = {self._membership_at(after, member) for member in members}
+        if allowed(visibility, memberships):
+            return True
+        if not event.is_state:
+            return False
+        if event.state_pair == HISTORY_VISIBILITY:
+            return allowed(self._visibility_of(self._before(event)), memberships)
+        if event.type == "m.room.member" and event.state_key in members:
+            before = {self._membership_at(after, member) for member in members
+                      if member != event.state_key}
+            before.add(self._membership_of(self._before(event)))
+            return allowed(visibility, before)
+        return False
+
     # --- cached reads of a snapshot ------------------------------------------------
 
     def _lookup(self, state_hash: int, pair: StateKey) -> str | None:
