@@ -433,8 +433,8 @@ async def test_one_transaction_per_origin_at_a_time(tmp_path: Path,
     """Transactions of one origin queue; rooms of one transaction and other origins don't."""
     in_flight, peak = 0, 0
 
-    async def slow_receive(_self: Ingest, origin: str,
-                           pdu: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    async def slow_receive(_self: Ingest, origin: str, pdu: Mapping[str, Any], *,
+                           durable: bool = True) -> tuple[str | None, str | None]:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)

@@ -192,8 +192,13 @@ class Ingest:
 
     # --- the full pipeline ------------------------------------------------------------
 
-    async def receive(self, origin: str, pdu: Mapping[str, Any]) -> tuple[str | None, str | None]:
-        """Run every check on one PDU of a room we are in; (event id, error or None)."""
+    async def receive(self, origin: str, pdu: Mapping[str, Any], *,
+                      durable: bool = True) -> tuple[str | None, str | None]:
+        """Run every check on one PDU of a room we are in; (event id, error or None).
+
+        ``durable=False`` skips the fsync of the event's batch: a transaction's caller
+        makes all its events durable at once (``Store.flush``) before it answers.
+        """
         room_id = pdu.get("room_id") if isinstance(pdu, Mapping) else None
         if not isinstance(room_id, str):
             return None, "PDU without a room_id"
@@ -208,12 +213,13 @@ class Ingest:
             return event.event_id, "room_id mismatch"
         async with self.rooms.timeline.lock(room_id):
             try:
-                await self._process(origin, event, fill_gaps=True)
+                await self._process(origin, event, fill_gaps=True, durable=durable)
             except PduRejected as rejected:
                 return event.event_id, rejected.reason
         return event.event_id, None
 
-    async def _process(self, origin: str, event: Event, *, fill_gaps: bool) -> None:
+    async def _process(self, origin: str, event: Event, *, fill_gaps: bool,
+                       durable: bool = True) -> None:
         """Checks 4-6 and storage, for an event that passed checks 1-3. Room locked."""
         timeline = self.rooms.timeline
         if self.rooms.events.count_of(event.event_id) is not None:
@@ -239,7 +245,7 @@ class Ingest:
             timeline.store_outlier(event, soft_failed=True, state_before=state_before)
             return
         current_after = self._resolve_current(room_id, event, state_before)
-        timeline.append_remote(event, state_before, current_after)
+        timeline.append_remote(event, state_before, current_after, sync=durable)
 
     # --- check 4: the event's own auth events -----------------------------------------
 

@@ -282,14 +282,14 @@ class Timeline:
         return event_id.encode() in self.store.tree("softfailedeventids")
 
     def append_remote(self, event: Event, state_before: StateMap,
-                      current_after: StateMap) -> int:
+                      current_after: StateMap, *, sync: bool = True) -> int:
         """Put an accepted remote event at the end of its room's timeline.
 
         ``state_before`` is the state at the event (resolved over its prev_events);
         ``current_after`` is the room's new current state, which the caller resolved
         from the forward extremities. Call with ``lock(room_id)`` held, right after
         the checks, so that nothing changes the room in between. Returns the event's
-        stream count.
+        stream count. ``sync=False`` leaves the fsync to the caller (``Store.flush``).
         """
         room_id = event.room_id or hashes.room_id_from_create(event.pdu, event.room_version)
         count = self.store.next_count()
@@ -303,7 +303,7 @@ class Timeline:
         old_current = self.state.current(room_id)
         new_hash = (after_hash if current_after == after
                     else self.snapshots.save(self.state.compress(current_after), current_hash))
-        with self.store.batch(sync=True) as batch:
+        with self.store.batch(sync=sync) as batch:
             key = pdu_id(shortroomid, count)
             batch.put("pduid_pdu", key, encode_stored(event.event_id, dict(event.pdu)))
             batch.put("eventid_pduid", event.event_id.encode(), key)
