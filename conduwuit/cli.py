@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -50,7 +51,7 @@ def main(argv: Sequence[str] | None = None, *, app_hooks: Sequence[AppHook] = ()
     # A reload (SIGUSR1, admin room) reads the same file, the environment then, and -O.
     loader = functools.partial(load_config, args.config, overrides=args.option)
     server = Server(loaded.config, handle_signals=True, app_hooks=list(app_hooks),
-                    config_loader=loader)
+                    config_loader=loader, can_restart=True)
     try:
         trio.run(server.run)
     except (StartupError, StoreError) as exc:
@@ -58,6 +59,13 @@ def main(argv: Sequence[str] | None = None, *, app_hooks: Sequence[AppHook] = ()
         return 1
     finally:
         sentry.close()
+    if server.restart_requested:
+        # Same PID (systemd keeps tracking it), same arguments, a fresh interpreter:
+        # everything of the old server is closed by now, the store included.
+        log.info("conduwuit restarting")
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, "-m", "conduwuit",
+                                  *(sys.argv[1:] if argv is None else argv)])
     log.info("conduwuit stopped")
     return 0
 

@@ -92,6 +92,10 @@ class Server:
     config_loader: Callable[[], LoadedConfig] | None = None
     # Set by the admin layer; admin_execute and admin_signal_execute go through it.
     admin_executor: AdminExecutor | None = None
+    # The CLI can start the process again after run() returns (`!admin server restart`);
+    # a server inside a test cannot.
+    can_restart: bool = False
+    restart_requested: bool = False
     request_metrics: RequestMetrics = attrs.field(factory=RequestMetrics)
     metrics_bound: list[str] = attrs.field(factory=list)
     started_at: float = attrs.field(factory=time.time)
@@ -239,7 +243,7 @@ class Server:
         except Exception:  # the server still starts; the room is made on a later start
             log.exception("could not prepare the admin room")
         context = self._admin_context()
-        self.admin_executor = functools.partial(admin.execute, context)
+        self.admin_executor = functools.partial(admin.execute_and_follow_up, context)
         await self.supervisor.start_job("admin", "commands",
                                         functools.partial(admin.run, svc.admin_room, context))
         if self.notifier.watchdog_interval is not None:
@@ -256,7 +260,13 @@ class Server:
                 return f"**Error**: the configuration was not reloaded: {refused}"
 
         return AdminContext(self.services, self.supervisor.statuses, self.shutdown,
-                            started_at=self.started_at, reload_config=reload_config)
+                            started_at=self.started_at, reload_config=reload_config,
+                            restart=self.restart if self.can_restart else None)
+
+    def restart(self) -> None:
+        """A graceful shutdown after which the CLI starts the process again."""
+        self.restart_requested = True
+        self.shutdown("restart requested")
 
     def _announce_ready(self, elapsed: float) -> None:
         where = ", ".join(self.bound)

@@ -375,3 +375,11 @@ async def test_appservices_commands(server: Server) -> None:
     assert "appservice(s)" in listed or "not available" in listed
     assert "code block" in await run(server, "appservices register")
     assert "**Error**" in await run(server, "appservices show nope")
+
+
+async def test_admin_execute_runs_commands_at_startup(tmp_path: Path) -> None:
+    config = make_config(tmp_path, admin_execute=["debug echo from the config",
+                                                  "server shutdown"])
+    async with running_server(config) as server:
+        with trio.fail_after(10):
+            await server.stopping.wait()  # the second command stopped the server

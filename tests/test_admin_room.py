@@ -121,6 +121,15 @@ async def test_the_admin_room_stays_closed(server: Server, client: httpx.AsyncCl
         r = await client.put(f"{V3}/rooms/{q(room)}/state/{event_type}", json=content,
                              headers=alice.headers)
         assert (r.status_code, r.json()["errcode"]) == (403, "M_FORBIDDEN"), event_type
+    # Nor does it enter a room directory, ours or an appservice network's.
+    r = await client.put(f"{V3}/directory/list/room/{q(room)}", json={"visibility": "public"},
+                         headers=alice.headers)
+    assert (r.status_code, r.json()["errcode"]) == (403, "M_FORBIDDEN")
+    r = await client.put(f"{V3}/directory/list/appservice/net/{q(room)}",
+                         json={"visibility": "public"}, headers=alice.headers)
+    assert (r.status_code, r.json()["errcode"]) == (403, "M_FORBIDDEN")
+    r = await client.get(f"{V3}/directory/list/room/{q(room)}")
+    assert r.json() == {"visibility": "private"}
     # Harmless state is still fine.
     r = await client.put(f"{V3}/rooms/{q(room)}/state/m.room.topic", json={"topic": "ops"},
                          headers=alice.headers)
@@ -226,7 +235,7 @@ def test_rendering_escapes_and_trims() -> None:
     assert "<strong>bold</strong> &lt;b&gt;x&lt;/b&gt; <code>a&lt;b</code>" in html
     assert "<ul>\n<li>one</li>\n<li>two</li>\n</ul>" in html
     assert '<pre><code class="language-json">{"a": "&lt;"}\n</code></pre>' in html
-    huge = "```\n" + "\n".join("<line %d>" % i for i in range(20000)) + "\n```"
+    huge = "```\n" + "\n".join(f"<line {i}>" for i in range(20000)) + "\n```"
     body, formatted = render(huge)
     assert len(body.encode()) + len(formatted.encode()) <= MAX_REPLY_BYTES
     assert "**Reply trimmed**" in body and body.count("```") % 2 == 0

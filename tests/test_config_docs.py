@@ -37,9 +37,9 @@ def test_every_option_is_documented() -> None:
     names = {dotted.rpartition(".")[2] for dotted in OPTIONS}
     assert documented == names
     assert listed == names
-    # conduwuit's 206 options plus our own keep_alive_timeout and the metrics listener's
-    # allow_metrics, metrics_address and metrics_port.
-    assert len(OPTIONS) == 210
+    # conduwuit's 206 options plus our own keep_alive_timeout, the metrics listener's
+    # allow_metrics, metrics_address and metrics_port, and appservice_registration_files.
+    assert len(OPTIONS) == 211
     for dotted, attribute in OPTIONS.items():
         assert attribute.metadata["doc"].strip(), dotted
 

@@ -27,7 +27,8 @@ from tests.support.inprocess import running_server
 from tests.support.process import REPO
 from tests.support.users import make_user
 
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})?'
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)'
+                    r'(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})?'
                     r" (-?[0-9.e+-]+|\+Inf|-Inf|NaN)$")
 
 
@@ -149,7 +150,7 @@ async def test_metrics_port_in_use_is_a_startup_refusal(tmp_path: Path) -> None:
     async with running_server(metrics_config(tmp_path / "a")) as first:
         taken = first.config.metrics_port
         config = make_config(tmp_path / "b", allow_metrics=True, metrics_port=taken)
-        with pytest.raises(StartupError, match="cannot listen for metrics on 127.0.0.1:"):
+        with pytest.raises(StartupError, match=r"cannot listen for metrics on 127\.0\.0\.1:"):
             await Server(config, notifier=Notifier({})).run()
 
 
@@ -204,7 +205,7 @@ def test_sentry_is_off_by_default_and_warns_when_it_cannot_start(
 class _Collector(http.server.BaseHTTPRequestHandler):
     received: list[bytes] = []  # noqa: RUF012 (one class per test, see the fixture)
 
-    def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+    def do_POST(self) -> None:
         length = int(self.headers.get("content-length", "0"))
         body = self.rfile.read(length)
         encoding = self.headers.get("content-encoding")
@@ -262,7 +263,7 @@ def test_sentry_reports_an_error_log_line_to_the_dsn(
     events = []
     for envelope in received:
         for line in envelope.split(b"\n"):
-            if line.startswith(b"{") and b'"message"' in line or b'"logentry"' in line:
+            if line.startswith(b"{") and (b'"message"' in line or b'"logentry"' in line):
                 events.append(json.loads(line))
     assert events, received
     event = events[0]

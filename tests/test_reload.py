@@ -323,3 +323,25 @@ def test_sigusr1_reloads_a_running_process(tmp_path: Path) -> None:
         assert server.wait() == 0
     finally:
         server.close()
+
+
+@pytest.mark.slow
+def test_admin_restart_starts_the_process_again(tmp_path: Path) -> None:
+    """`server restart` (here through SIGUSR2): a graceful stop, then the same PID serves
+    again on the same database."""
+    file = ConfigFile(tmp_path, log="info", admin_signal_execute=["server restart"])
+    server = ServerProcess(tmp_path, ["-c", str(file.path)], module="conduwuit")
+    try:
+        server.wait_for("READY=1")
+        pid = server.proc.pid
+        server.signal(signal.SIGUSR2)
+        _wait_after(server, "STOPPING=1", "READY=1", timeout=40)
+        _wait_log(server, "conduwuit restarting")
+        assert server.proc.pid == pid and server.proc.poll() is None
+        port = file.base["port"]
+        r = httpx.get(f"http://127.0.0.1:{port}/_matrix/client/versions", timeout=10)
+        assert r.status_code == 200
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    finally:
+        server.close()

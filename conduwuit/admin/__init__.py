@@ -18,7 +18,7 @@ from .context import AdminContext
 from .render import command_input, render
 from .tree import HELP_FLAGS, PREFIX, Command, CommandError, split_words
 
-__all__ = ["ROOT", "AdminContext", "execute", "run"]
+__all__ = ["ROOT", "AdminContext", "execute", "execute_and_follow_up", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,24 @@ async def handle(service: AdminRoom, context: AdminContext, command: AdminComman
         await service.reply(command, body, formatted)
     except Exception:  # the job must outlive a reply that cannot be sent
         log.exception("could not send the admin reply to %s", command.event_id)
+    _follow_up(context)
+
+
+def _follow_up(context: AdminContext) -> None:
+    """What a command left to do once it answered (shutdown, restart)."""
     while context.after_reply:
         action = context.after_reply.pop(0)
         try:
             action()
         except Exception:
             log.exception("admin follow-up action failed")
+
+
+async def execute_and_follow_up(context: AdminContext, text: str) -> str:
+    """For ``admin_execute`` and ``admin_signal_execute``: run, then any follow-up."""
+    answer = await execute(context, text)
+    _follow_up(context)
+    return answer
 
 
 async def execute(context: AdminContext, text: str) -> str:

@@ -84,6 +84,11 @@ class AdminRoom:
         raw = self.store.tree("global").get(_ROOM_KEY)
         return raw.decode() if raw is not None else None
 
+    def check_publish(self, room_id: str, visibility: object) -> None:
+        """The admin room never enters a room directory."""
+        if visibility == "public" and self.is_admin_room(room_id):
+            raise MatrixError(403, "M_FORBIDDEN", "The admin room cannot be published")
+
     def is_admin_room(self, room_id: str) -> bool:
         return room_id == self.room_id()
 
@@ -153,10 +158,19 @@ class AdminRoom:
             return room_id
 
     async def on_registered(self, user_id: str, _display_name: str) -> None:
-        """Registration hook: the first account (made admin by registration) gets the room."""
-        if self.users.is_admin(user_id):
+        """Registration hook: the first account (made admin by registration) gets the room.
+
+        Guests never do (conduwuit: the first non-guest account is the admin); a failure
+        here is logged and does not fail the registration itself.
+        """
+        if not self.users.is_admin(user_id) or self.users.is_guest(user_id):
+            return
+        try:
             await self.ensure_room()
             await self.make_admin(user_id)
+        except MatrixError as refused:
+            log.error("could not put the new admin %s in the admin room: %s", user_id,
+                      refused.error)
 
     # --- admins -------------------------------------------------------------------------
 

@@ -211,5 +211,4 @@ async def signed_request(client: httpx.AsyncClient, fake: FakeServer, method: st
 
 def sign_pdu(fake: FakeServer, pdu: dict[str, Any], version: Any) -> tuple[str, dict[str, Any]]:
     """``pdu`` hashed and signed by ``fake`` for its room version: (event id, signed PDU)."""
-    signed = signing.sign_event(hashes.with_content_hash(pdu), fake.name, fake.key, version)
-    return hashes.event_id_for(signed, version), signed
+    return fake.sign_pdu(pdu, version)

@@ -25,6 +25,7 @@ async def ping(appservice_id: str) -> Response:
 async def set_network_visibility(network_id: str, room_id: str) -> Response:
     who = await requester()
     body = await json_body()
+    services().admin_room.check_publish(room_id, body.get("visibility"))
     services().appservices.set_network_listing(who, network_id, room_id,
                                                body.get("visibility"))
     return json_response({})

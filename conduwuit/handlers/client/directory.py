@@ -65,6 +65,7 @@ async def get_visibility(room_id: str) -> Response:
 async def set_visibility(room_id: str) -> Response:
     who = await requester()
     body = await json_body()
+    services().admin_room.check_publish(room_id, body.get("visibility"))
     services().rooms.room_directory.set_published(room_id, who.user_id, body.get("visibility"))
     return json_response({})
 
