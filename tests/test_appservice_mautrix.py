@@ -1,9 +1,9 @@
 """Acceptance: a real appservice framework (mautrix-python) against the server.
 
 The appservice runs with its own asyncio loop in a thread (mautrix is asyncio and
-aiohttp); the test drives it with ``call``. It is registered through
-``services.appservices.register`` (what the admin room's ``appservices register``
-calls), receives transactions for its namespace, registers and puppets a user, sends
+aiohttp); the test drives it with ``call``. It is registered through the admin room
+(``!admin appservices register`` with the YAML in a code block), receives
+transactions for its namespace, registers and puppets a user, sends
 a message a normal client reads in /sync, answers a ping, and after a restart of our
 server with the appservice down, gets the transaction queued meanwhile.
 """
@@ -27,7 +27,8 @@ from conduwuit.config import Config
 from conduwuit.server import Server
 from tests.support.config import free_port, make_config
 from tests.support.inprocess import base_url, running_server
-from tests.support.users import LoggedIn, make_user
+from tests.support.users import LoggedIn
+from tests.test_admin_room import TOKEN, command, register_user
 
 V3 = "/_matrix/client/v3"
 AS_TOKEN = "mautrix-as-token"
@@ -147,13 +148,18 @@ async def _wait(check: Callable[[], bool], timeout: float = 10) -> None:
 
 
 async def test_mautrix_appservice_end_to_end(tmp_path: Path) -> None:
-    config: Config = make_config(tmp_path, appservice_timeout=5)
+    config: Config = make_config(tmp_path, appservice_timeout=5, allow_registration=True,
+                                 registration_token=TOKEN)
     port = free_port()
     state = tmp_path / "mx-state.json"
     async with running_server(config) as server, httpx.AsyncClient(
             base_url=base_url(server), timeout=20) as client:
-        alice = await make_user(server, "alice")
-        assert _services(server).appservices.register(registration_yaml(port)) == "mxbridge"
+        # The first account is the server admin; it registers the bridge in the admin room.
+        alice = await register_user(client, "alice")
+        answer = await command(server, client, alice, "!admin appservices register\n```yaml\n"
+                               f"{registration_yaml(port)}```", "reg1")
+        assert "mxbridge" in answer["body"], answer["body"]
+        assert _services(server).appservices.list() == ["mxbridge"]
         bridge = Bridge(base_url(server), port, state)
         await bridge.start()
         try:
