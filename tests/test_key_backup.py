@@ -96,6 +96,10 @@ async def test_version_lifecycle(client: httpx.AsyncClient, alice: LoggedIn,
     r = await call(client, alice, "PUT", "/room_keys/version/7",
                    {"algorithm": ALGORITHM, "auth_data": {}}, status=404)
     assert r["errcode"] == "M_NOT_FOUND"
+    # A backup no client could read is refused at creation.
+    r = await call(client, alice, "POST", "/room_keys/version",
+                   {"algorithm": "org.example.other", "auth_data": {}}, status=400)
+    assert r["errcode"] == "M_INVALID_PARAM"
     for bad in ("7", "abc", "-1"):
         await call(client, alice, "GET", f"/room_keys/version/{bad}", status=404)
     r = await call(client, alice, "POST", "/room_keys/version", {"auth_data": {}}, status=400)

@@ -51,13 +51,24 @@ SPEC_DIR = Path(os.environ.get("MATRIX_SPEC_DIR", "/work/shared/spec")) / "data/
 if not SPEC_DIR.is_dir():
     pytest.skip(f"no Matrix spec at {SPEC_DIR} (set MATRIX_SPEC_DIR)", allow_module_level=True)
 
-# The account-level spec files; this server routes every operation in them. Rooms, sync,
-# media, keys and the rest of the directory are out of this test's scope.
+# Every client-server spec file whose operations this server routes: accounts, rooms,
+# sync, keys, media, push, VoIP, appservices. Left out: OAuth server metadata, SSO
+# redirects and the policy server (not served here) and definitions (not operations).
 SPEC_FILES = (
     "registration", "registration_tokens", "login", "logout", "refresh", "login_token",
     "whoami", "password_management", "account_deactivation", "device_management",
     "profile", "account-data", "tags", "filter", "capabilities", "administrative_contact",
     "versions", "wellknown", "support",
+    "pushrules", "pusher", "notifications", "voip", "appservice_ping",
+    "appservice_room_directory",
+    "receipts", "typing", "presence", "read_markers", "redaction", "room_state", "room_send",
+    "message_pagination", "relations", "threads_list", "search", "sync", "to_device", "keys",
+    "cross_signing", "key_backup", "directory", "list_public_rooms", "create_room", "joining",
+    "leaving", "inviting", "kicking", "banning", "knocking", "room_upgrades", "report_content",
+    "room_summary", "space_hierarchy", "event_context", "room_event_by_timestamp", "users",
+    "mutual_rooms", "third_party_lookup", "openid", "old_sync", "room_initial_sync",
+    "peeking_events", "rooms", "content-repo", "authed-content-repo", "admin",
+    "third_party_membership", "list_joined_rooms",
 )
 
 # Random cases per operation, on top of the spec's examples and the coverage cases.
@@ -134,6 +145,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         workdir, port=port, allow_registration=True, registration_token=REGISTRATION_TOKEN,
         yes_i_am_very_very_sure_i_want_an_open_registration_server_prone_to_abuse=True,
         allow_guest_registration=True,
+        # With TURN configured /voip/turnServer answers the spec's full object (without it,
+        # `{}` as clients expect: tests/test_turn.py).
+        turn_uris=["turn:turn.test.local?transport=udp"], turn_secret="schemathesis",
         # Generated user ids name random servers; this test is about the client API and
         # must not wait on DNS: remote profiles are refused at once (403).
         allow_federation=False,

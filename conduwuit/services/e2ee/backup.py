@@ -30,6 +30,10 @@ KEYS = "backupkeyid_backup"
 MAX_VERSION_DIGITS = 18
 
 
+# The spec's one backup algorithm; a backup of another kind could not be read by clients.
+BACKUP_ALGORITHMS = frozenset({"m.megolm_backup.v1.curve25519-aes-sha2"})
+
+
 def unknown_version() -> MatrixError:
     return MatrixError(404, "M_NOT_FOUND", "Unknown backup version")
 
@@ -88,6 +92,10 @@ class KeyBackup:
 
     def create(self, user_id: str, body: Mapping[str, Any]) -> str:
         algorithm = require_str(body.get("algorithm"), "'algorithm'")
+        if algorithm not in BACKUP_ALGORITHMS:
+            raise MatrixError(400, "M_INVALID_PARAM",
+                              f"Unsupported backup algorithm {algorithm!r}: this server "
+                              f"knows {', '.join(sorted(BACKUP_ALGORITHMS))}")
         auth_data = require_object(body.get("auth_data"), "'auth_data'")
         number = self._last_number(user_id) + 1
         meta = {"algorithm": algorithm, "auth_data": auth_data, "etag": 0, "count": 0}
