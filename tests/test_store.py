@@ -204,6 +204,21 @@ def test_batch_is_atomic_across_trees(store: Store) -> None:
     assert devices.get(b"@a:hs\xffOLD") is None
 
 
+def test_on_commit_runs_after_the_write_and_never_for_a_dropped_batch(store: Store) -> None:
+    tokens = store.tree("token_userdeviceid")
+    seen: list[bytes | None] = []
+    with store.batch() as b:
+        b.put(tokens, b"tok", b"x")
+        b.on_commit(lambda: seen.append(tokens.get(b"tok")))
+        assert seen == []
+    assert seen == [b"x"]  # the write is visible to the callback
+    with pytest.raises(ZeroDivisionError), store.batch() as b:
+        b.put(tokens, b"other", b"y")
+        b.on_commit(lambda: seen.append(b"dropped"))
+        _ = 1 / 0
+    assert seen == [b"x"]
+
+
 def test_batch_discarded_on_exception(store: Store) -> None:
     tokens = store.tree("token_userdeviceid")
     tokens.put(b"keep", b"1")

@@ -91,6 +91,9 @@ class _RoomCache:
     counters: dict[str, tuple[int, int]] = attrs.field(factory=dict)  # (notify, highlight)
     keys: dict[str, bytes] = attrs.field(factory=dict)  # user_id -> (user_id, room_id) key
     localparts: dict[str, str] = attrs.field(factory=dict)  # user_id -> lowercased localpart
+    # user_id -> a position at or below which the user has no unread entry left: a clear
+    # starts its scan there instead of wading through the tombstones of earlier clears.
+    floors: dict[str, int] = attrs.field(factory=dict)
 
 
 @attrs.define
@@ -106,8 +109,9 @@ class Unread:
         factory=lambda: LruCache(10_000))
     _rooms: LruCache[str, _RoomCache] = attrs.field(
         factory=lambda: LruCache(ROOM_CACHE_ROOMS))
-    # Counters written by the batch being built: (count, room_id, {user_id: counters}).
-    _staged: tuple[int, str, dict[str, tuple[int, int]]] | None = None
+    # Written by the batch being built: (count, room_id, {user_id: counters}, {user_id:
+    # floor}); memory follows once the batch is committed.
+    _staged: tuple[int, str, dict[str, tuple[int, int]], dict[str, int]] | None = None
 
     # --- counting (an index writer of the timeline) ------------------------------------
 
@@ -142,6 +146,7 @@ class Unread:
             return
         if staged is not None and staged[0] == count and staged[1] == room_id:
             room.counters.update(staged[2])
+            room.floors.update(staged[3])
         if event.type == "m.room.member" and event.state_key is not None:
             room.local_members = None
             room.names.pop(event.state_key, None)
@@ -158,12 +163,13 @@ class Unread:
             room.state_hash, room.local_members = current, None
             room.names.clear()
         staged: dict[str, tuple[int, int]] = {}
-        self._staged = (count, room_id, staged)
+        floors: dict[str, int] = {}
+        self._staged = (count, room_id, staged, floors)
         writes: list[_Write] = []
         sender = event.sender
         if self._is_local(sender):
             # Sending an event reads the room up to it (spec: marking notifications read).
-            writes += self._clear(sender, room_id, count, None, room, staged)
+            writes += self._clear(sender, room_id, count, None, room, staged, floors)
         recipients = [m for m in self._local_members(room_id, room) if m != sender]
         invitee = _local_invitee(event, self._is_local)
         if invitee is not None and invitee != sender and invitee not in recipients:
@@ -276,20 +282,29 @@ class Unread:
         """Receipts hook: the user read the room (or one thread) up to timeline count ``upto``."""
         room = self._room(room_id)
         staged: dict[str, tuple[int, int]] = {}
-        writes = self._clear(user_id, room_id, upto, thread_id, room, staged)
+        floors: dict[str, int] = {}
+        writes = self._clear(user_id, room_id, upto, thread_id, room, staged, floors)
         if writes:
             with self.store.batch() as batch:
                 _apply(batch, writes)
             room.counters.update(staged)
+        room.floors.update(floors)
 
     def _clear(self, user_id: str, room_id: str, upto: int, thread_id: str | None,
-               room: _RoomCache, staged: dict[str, tuple[int, int]]) -> list[_Write]:
+               room: _RoomCache, staged: dict[str, tuple[int, int]],
+               floors: dict[str, int]) -> list[_Write]:
         user_room = join(user_id, room_id)
         prefix = user_room + SEP
         cleared = cleared_highlights = 0
         writes: list[_Write] = []
+        if thread_id is None:
+            floors[user_id] = max(upto, room.floors.get(user_id, 0))
+        if self._cached_counters(user_id, room, user_room) == (0, 0):
+            return writes  # every unread entry is counted: none to clear
         unread_tree = self.store.tree(_T_UNREAD)
-        for key, value in unread_tree.iter(prefix):
+        floor = room.floors.get(user_id)
+        start = prefix + u64_be(floor + 1) if floor is not None else None
+        for key, value in unread_tree.iter(prefix, start=start):
             if from_u64_be(key[len(prefix):]) > upto:
                 break
             thread = value[1:].decode()

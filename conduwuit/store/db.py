@@ -114,12 +114,18 @@ class _LiveBackend:
 class WriteBatch:
     """Puts and deletes across trees, applied as one atomic LevelDB write."""
 
-    __slots__ = ("_done", "_store", "_wb")
+    __slots__ = ("_after", "_done", "_store", "_wb")
 
     def __init__(self, store: Store, wb: Any) -> None:
         self._store = store
         self._wb = wb
         self._done = False
+        self._after: list[Callable[[], None]] = []
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the batch is written (never if it is dropped): for
+        in-memory caches that must not run ahead of, or lag behind, the store."""
+        self._after.append(callback)
 
     def put(self, tree: Tree | str, key: bytes, value: bytes) -> None:
         self._batch().put(self._prefix(tree) + key, value)
@@ -150,6 +156,8 @@ class WriteBatch:
             self._wb.write()
         except DB_ERRORS as exc:
             raise self._store._failure(exc) from exc
+        for callback in self._after:
+            callback()
 
 
 class Snapshot:

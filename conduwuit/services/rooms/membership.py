@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import orjson
 
+from conduwuit.services.cache import LruCache
 from conduwuit.store import SEP, Store, WriteBatch, from_u64_be, join, u64_be
 
 JOIN, INVITE, LEAVE, BAN, KNOCK = "join", "invite", "leave", "ban", "knock"
@@ -30,12 +31,19 @@ class MembershipChange:
 @attrs.define
 class Membership:
     store: Store
+    # room_id -> servers with joined members: read on every local send (the federation
+    # sender's destinations); dropped whenever a membership of the room is staged.
+    _servers: LruCache[str, list[str]] = attrs.field(factory=lambda: LruCache(10_000))
 
     # --- writing (inside the event's batch) ----------------------------------------
 
     def stage(self, batch: WriteBatch, room_id: str, user_id: str, membership: str,
               count: int, stripped: list[dict[str, Any]] | None = None) -> None:
         user_room, room_user = join(user_id, room_id), join(room_id, user_id)
+        # Readers while the batch is built still see the old servers; drop them again
+        # once it is written.
+        self._servers.pop(room_id)
+        batch.on_commit(lambda: self._servers.pop(room_id))
         batch.put("userroomid_membership", user_room, u64_be(count) + membership.encode())
         batch.put("roomuserid_membership", room_user, membership.encode())
         if membership == JOIN:
@@ -85,8 +93,13 @@ class Membership:
                 for k, v in self.store.tree("roomuserid_membership").iter(prefix)]
 
     def servers(self, room_id: str) -> list[str]:
+        cached = self._servers.get(room_id)
+        if cached is not None:
+            return list(cached)
         prefix = join(room_id) + SEP
-        return [k[len(prefix):].decode() for k in self.store.tree("roomserverids").keys(prefix)]
+        found = [k[len(prefix):].decode() for k in self.store.tree("roomserverids").keys(prefix)]
+        self._servers.put(room_id, found)
+        return list(found)
 
     def rooms_of(self, user_id: str) -> Iterator[tuple[str, MembershipChange]]:
         """Every room the user has (not forgotten) membership in, with its latest change."""

@@ -25,6 +25,7 @@ from conduwuit.protocol.auth import AuthError, auth_types_for_event, can_redact,
 from conduwuit.protocol.events import Event
 from conduwuit.protocol.power_levels import PowerLevels
 from conduwuit.protocol.room_versions import EventFormat, RoomVersion
+from conduwuit.services.cache import LruCache
 from conduwuit.services.server_keys import ServerKeys
 from conduwuit.store import Store, WriteBatch, join, u64_be
 
@@ -86,6 +87,9 @@ class Timeline:
     on_event: list[NewEvent] = attrs.field(factory=list)
     index_writers: list[IndexWriter] = attrs.field(factory=list)
     _locks: dict[str, trio.Lock] = attrs.field(factory=dict)
+    # room_id -> forward extremities, as committed: read on every send, and a prefix scan
+    # of roomid_pduleaves wades through the tombstones of every leaf ever replaced.
+    _leaves: LruCache[str, list[str]] = attrs.field(factory=lambda: LruCache(10_000))
 
     def lock(self, room_id: str) -> trio.Lock:
         return self._locks.setdefault(room_id, trio.Lock())
@@ -243,6 +247,7 @@ class Timeline:
                 self._stage_redaction(batch, room_id, event, before)
             for writer in self.index_writers:
                 writer(batch, event, count)
+        self._leaves_committed(room_id, event)
         for callback in self.on_event:
             callback(event, count)
 
@@ -325,6 +330,7 @@ class Timeline:
                 self._stage_redaction(batch, room_id, event, state_before)
             for writer in self.index_writers:
                 writer(batch, event, count)
+        self._leaves_committed(room_id, event)
         self.events.forget(event.event_id)
         for callback in self.on_event:
             callback(event, count)
@@ -340,11 +346,25 @@ class Timeline:
         return self.snapshots.save(self.state.compress(after), current)
 
     def leaves(self, room_id: str) -> list[str]:
+        cached = self._leaves.get(room_id)
+        if cached is not None:
+            return list(cached)
         short = self.short.room(room_id)
         if short is None:
             return []
         prefix = u64_be(short)
-        return [k[8:].decode() for k in self.store.tree("roomid_pduleaves").keys(prefix)]
+        found = [k[8:].decode() for k in self.store.tree("roomid_pduleaves").keys(prefix)]
+        self._leaves.put(room_id, found)
+        return list(found)
+
+    def _leaves_committed(self, room_id: str, event: Event) -> None:
+        """After the batch that made ``event`` a forward extremity was written."""
+        cached = self._leaves.get(room_id)
+        if cached is None:
+            return
+        replaced = set(event.prev_event_ids)
+        self._leaves.put(room_id, sorted([leaf for leaf in cached if leaf not in replaced]
+                                         + [event.event_id]))
 
     def _stage_leaves(self, batch: WriteBatch, shortroomid: int, event: Event) -> None:
         prefix = u64_be(shortroomid)
