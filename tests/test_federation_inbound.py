@@ -371,11 +371,20 @@ async def test_send_transactions(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json()["pdus"] == results
         assert env.server.services is not None
         assert env.server.services.rooms.events.get(second_id) is None
+        # Stored answers are pruned once no sender could still be retrying them: then the
+        # same id is a new transaction.
+        inbound = env.server.services.federation.inbound
+        assert inbound.prune_transactions(older_than_ms=0) == 0
+        assert inbound.prune_transactions(older_than_ms=2**62) == 1
+        r = await env.fed("PUT", f"{F1}/send/t1",
+                          body={"origin": env.fake.name, "origin_server_ts": 2,
+                                "pdus": [second]})
+        assert r.status_code == 200 and r.json()["pdus"] == {second_id: {}}
 
         body = await sync(env.client, alice, since=since)
         timeline = body["rooms"]["join"][room]["timeline"]["events"]
         texts = [e["content"].get("body") for e in timeline]
-        assert texts == ["first"]
+        assert texts == ["first", "second"]
 
         # A forged sender (a user of another server) is rejected, the rest goes on.
         forged_id, forged = remote_message(env, room, env.remote("eve", env.other), "forged")

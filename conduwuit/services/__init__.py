@@ -158,6 +158,7 @@ class Services:
         # inbound federation: joins/invites from other servers, /send and its EDUs
         federation.attach_inbound(store, server_keys, users, rooms, notifier, typing, receipts,
                                   presence, e2ee)
+        jobs.append(("federation", "txn-prune", federation.inbound.prune_transactions_forever))
         media = Media(config, store, stopping)
         if config.allow_federation:
             media.remote = FederationMediaFetcher(federation.client, config.max_request_size)

@@ -159,7 +159,10 @@ TREES: dict[str, str] = {
         "another server with their validity, and its last signed key responses"
     ),
     "openidtoken_expiresatuserid": "sha256(OpenID token) -> u64 expiry ms + user_id",
-    "servertxnid_response": "(origin, txn_id) -> JSON answer of an inbound /send (retries)",
+    "servertxnid_response": (
+        "(origin, txn_id) -> u64 ms stored at + JSON answer of an inbound /send (retries); "
+        "pruned after a day"
+    ),
     "sender_queue": (
         "destination + 0xFF + u64 seq -> b'p' + event_id | b'e' + JSON EDU: outbound "
         "federation queue (services/federation/sender.py), removed once sent"

@@ -20,6 +20,7 @@ side by side.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -46,7 +47,7 @@ from conduwuit.services.rooms.state import CREATE, JOIN_RULES, POWER_LEVELS, Sta
 from conduwuit.services.rooms.timeline import STRIPPED_STATE, Draft
 from conduwuit.services.server_keys import ServerKeys
 from conduwuit.services.users import Users
-from conduwuit.store import Store, join
+from conduwuit.store import Store, from_u64_be, join, u64_be
 
 from .edus import Edus, acl_allows, server_of
 from .ingest import Ingest, PduRejected, parse_pdu
@@ -56,6 +57,10 @@ log = logging.getLogger(__name__)
 MAX_PDUS = 50
 MAX_EDUS = 100
 TXN_TREE = "servertxnid_response"
+# A sender retries a transaction for minutes to hours, never days: answers older than
+# this are pruned (hourly) so the tree does not grow with every transaction ever received.
+TXN_ANSWER_KEEP_MS = 24 * 3600 * 1000
+TXN_PRUNE_INTERVAL_S = 3600.0
 AUTHORISER = "join_authorised_via_users_server"
 # A transaction's PDU whose room we cannot place still gets an answer; its id is
 # guessed with the event format every room version from 4 on shares.
@@ -356,19 +361,41 @@ class Inbound:
             async with lock:
                 stored = self.store.tree(TXN_TREE).get(key)
                 if stored is not None:
-                    answer: dict[str, Any] = orjson.loads(stored)
+                    answer: dict[str, Any] = orjson.loads(stored[8:])
                     return answer
                 answer = {"pdus": await self._pdus_of(origin, pdus)}
                 for edu in edus:
                     self._apply_edu(origin, edu)
                 # One fsync for the whole transaction, before the sender hears "done".
                 await trio.to_thread.run_sync(self.store.flush)
-                self.store.tree(TXN_TREE).put(key, orjson.dumps(answer))
+                self.store.tree(TXN_TREE).put(key, u64_be(_now_ms()) + orjson.dumps(answer))
                 return answer
         finally:
             stats = lock.statistics()
             if not stats.locked and stats.tasks_waiting == 0:
                 self._origin_locks.pop(origin, None)
+
+    def prune_transactions(self, older_than_ms: int) -> int:
+        """Drop stored /send answers written before ``older_than_ms``; returns how many.
+
+        A full scan of a small-valued tree: run it in a worker thread.
+        """
+        tree = self.store.tree(TXN_TREE)
+        stale = [key for key, value in tree.iter() if from_u64_be(value[:8]) < older_than_ms]
+        for start in range(0, len(stale), 1000):
+            with self.store.batch() as batch:
+                for key in stale[start:start + 1000]:
+                    batch.delete(TXN_TREE, key)
+        return len(stale)
+
+    async def prune_transactions_forever(self) -> None:
+        """The ``federation/txn-prune`` job."""
+        while True:
+            cutoff = _now_ms() - TXN_ANSWER_KEEP_MS
+            pruned = await trio.to_thread.run_sync(self.prune_transactions, cutoff)
+            if pruned:
+                log.info("pruned %d stored answers of inbound transactions", pruned)
+            await trio.sleep(TXN_PRUNE_INTERVAL_S)
 
     async def _pdus_of(self, origin: str, pdus: list[Any]) -> dict[str, dict[str, str]]:
         results: dict[str, dict[str, str]] = {}
@@ -414,6 +441,10 @@ class Inbound:
             self.edus.apply(origin, edu)
         except Exception:  # an EDU never fails the transaction
             log.exception("EDU from %s failed", origin)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _stripped_list(value: object) -> list[dict[str, Any]]:
