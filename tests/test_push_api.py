@@ -353,6 +353,13 @@ async def test_notifications_pages_and_read_flags(client: httpx.AsyncClient,
     for bad in ({"limit": "x"}, {"limit": "-1"}, {"from": "nope"}):
         r = await client.get(f"{V3}/notifications", params=bad, headers=bob.headers)
         assert (r.status_code, r.json()["errcode"]) == (400, "M_INVALID_PARAM"), bad
+    # Old records are pruned: each user keeps their newest ones.
+    assert server.services is not None
+    records = server.services.push.notifications
+    assert records.prune(keep_per_user=5) == 0
+    assert records.prune(keep_per_user=2) == 3 + 3  # bob's and carol's oldest three
+    kept = (await notifications(client, bob))["notifications"]
+    assert [n["event"]["event_id"] for n in kept] == sent[:2:-1]
 
 
 # --- pushers ---------------------------------------------------------------------------------

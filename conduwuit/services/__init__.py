@@ -142,6 +142,7 @@ class Services:
         rooms.timeline.on_event.append(unread.committed)
         # push rules, notifications, pushers: the push/gateway job delivers (server.py)
         push = Push.build(config, store, account_data, rooms, unread)
+        jobs.append(("push", "notification-prune", push.notifications.prune_forever))
         devices.on_device_removed.append(push.pushers.remove_device)
         accounts.on_deactivated.append(push.pushers.remove_user)
         rooms.timeline.on_event.extend((typing.on_event, presence.on_event))

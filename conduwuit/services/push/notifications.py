@@ -10,11 +10,13 @@ holds it (a receipt, threaded or not, or the user's own later event cleared it).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 import orjson
+import trio
 
 from conduwuit.errors import invalid_param
 from conduwuit.protocol.events import Event
@@ -25,9 +27,16 @@ from ..rooms.events_db import EventStore
 from ..rooms.serving import EventServing
 from ..unread import Notified
 
+log = logging.getLogger(__name__)
+
 _T_NOTIFICATIONS = "usernotification_notification"
 _HIGHLIGHT, _NOTIFY = b"h", b"n"
 DEFAULT_LIMIT = 20
+# Every notified reader of every event gets a record: without a cap a busy room adds
+# members x messages records forever. Older ones than a user's newest KEEP_PER_USER are
+# pruned daily (GET /notifications pages back this far).
+KEEP_PER_USER = 1000
+PRUNE_INTERVAL_S = 24 * 3600.0
 MAX_LIMIT = 100
 
 # (user_id, room_id, timeline count) -> whether the notification is still unread
@@ -57,6 +66,38 @@ class Notifications:
                 actions = encoded[id(item.actions)] = orjson.dumps(list(item.actions))
             batch.put(tree, item.user_id.encode() + position,
                       (_HIGHLIGHT if item.highlight else _NOTIFY) + common + actions)
+
+    def prune(self, keep_per_user: int = KEEP_PER_USER) -> int:
+        """Drop each user's records beyond their newest ``keep_per_user``; returns how
+        many. A scan of the whole tree: run it in a worker thread."""
+        tree = self.store.tree(_T_NOTIFICATIONS)
+        pruned = 0
+        user: bytes | None = None
+        keys: list[bytes] = []
+
+        def drop_oldest() -> int:
+            stale = keys[:max(0, len(keys) - keep_per_user)]
+            for start in range(0, len(stale), 1000):
+                with self.store.batch() as batch:
+                    for key in stale[start:start + 1000]:
+                        batch.delete(tree, key)
+            return len(stale)
+
+        for key in tree.keys(b""):
+            owner = key[:-9]  # user_id; then SEP and the u64 count (which may hold 0xFF)
+            if owner != user:
+                pruned += drop_oldest()
+                user, keys = owner, []
+            keys.append(key)
+        return pruned + drop_oldest()
+
+    async def prune_forever(self) -> None:
+        """The ``push/notification-prune`` job."""
+        while True:
+            pruned = await trio.to_thread.run_sync(self.prune)
+            if pruned:
+                log.info("pruned %d old notification records", pruned)
+            await trio.sleep(PRUNE_INTERVAL_S)
 
     def page(self, user_id: str, since: str | None, limit: Any,
              only: str | None) -> dict[str, Any]:
