@@ -28,6 +28,7 @@ from conduwuit.server import Server
 from conduwuit.services.appservices import RegistrationError, parse_registration
 from tests.support.config import free_port, make_config
 from tests.support.inprocess import base_url, running_server
+from tests.support.json_app import headers_of, json_app
 from tests.support.users import make_user
 
 V3 = "/_matrix/client/v3"
@@ -116,31 +117,13 @@ async def fake_appservice(port: int | None = None,
     """A fake AS on 127.0.0.1 (``port`` reused to bring one back after downtime)."""
     fake = fake or FakeAppservice(port or free_port())
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+    async def handle(scope: dict[str, Any], body: bytes) -> tuple[int, Any]:
         query = scope.get("query_string", b"").decode()
         path = unquote(scope["raw_path"].decode()) + (f"?{query}" if query else "")
-        status, payload = await fake.handle(
-            Seen(scope["method"], path, headers, orjson.loads(body) if body else None))
-        data = orjson.dumps(payload)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(data)).encode())]})
-        await send({"type": "http.response.body", "body": data})
+        return await fake.handle(Seen(scope["method"], path, headers_of(scope),
+                                      orjson.loads(body) if body else None))
+
+    app = json_app(handle)
 
     config = HypercornConfig()
     config.bind = [f"127.0.0.1:{fake.port}"]

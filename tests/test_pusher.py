@@ -20,6 +20,7 @@ from conduwuit.nursery.jobs import JobState
 from conduwuit.server import Server
 from tests.support.config import make_config
 from tests.support.inprocess import running_server
+from tests.support.json_app import json_app
 from tests.support.users import LoggedIn, make_user
 from tests.test_rooms import create
 from tests.test_unread import message
@@ -44,21 +45,7 @@ class FakeGateway:
                 await self.arrived.wait()
                 self.arrived = trio.Event()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                event = await receive()
-                if event["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            event = await receive()
-            body += event.get("body", b"")
-            if not event.get("more_body"):
-                break
+    async def handle(self, scope: dict[str, Any], body: bytes) -> tuple[int, Any]:
         status, answer = 404, {}
         if scope["method"] == "POST" and scope["path"] == NOTIFY:
             if self.failures > 0:
@@ -70,11 +57,7 @@ class FakeGateway:
                 self.arrived.set()
                 keys = [d["pushkey"] for d in payload["notification"]["devices"]]
                 status, answer = 200, {"rejected": [k for k in keys if k in self.rejected]}
-        data = orjson.dumps(answer)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(data)).encode())]})
-        await send({"type": "http.response.body", "body": data})
+        return status, answer
 
 
 @asynccontextmanager
@@ -87,7 +70,8 @@ async def fake_gateway() -> AsyncIterator[FakeGateway]:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         urls: list[str] = await nursery.start(
-            functools.partial(serve, gateway, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+            functools.partial(serve, json_app(gateway.handle), config,  # type: ignore[arg-type]
+                              shutdown_trigger=stop.wait))
         gateway.url = urls[0] + NOTIFY
         try:
             yield gateway

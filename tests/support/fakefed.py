@@ -25,6 +25,7 @@ from hypercorn.trio import serve
 from conduwuit.protocol import hashes, signing
 from conduwuit.protocol.room_versions import RoomVersion
 from conduwuit.services.federation.auth import authorization_header
+from tests.support.json_app import headers_of, json_app
 
 Handler = Callable[["FakeServer", "FakeRequest"], Awaitable[tuple[int, Any]]]
 
@@ -136,31 +137,13 @@ async def fake_servers(directory: Path, count: int, *,
     ca = ca or trustme.CA()
     by_port: dict[int, FakeServer] = {}
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+    async def handle(scope: dict[str, Any], body: bytes) -> tuple[int, Any]:
         query = scope.get("query_string") or b""
         uri = scope["raw_path"].decode() + ("?" + query.decode() if query else "")
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         server = by_port[scope["server"][1]]
-        status, payload = await server.handle(FakeRequest(scope["method"], uri, headers, body))
-        data = orjson.dumps(payload)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(data)).encode())]})
-        await send({"type": "http.response.body", "body": data})
+        return await server.handle(FakeRequest(scope["method"], uri, headers_of(scope), body))
+
+    app = json_app(handle)
 
     config = HypercornConfig()
     config.certfile, config.keyfile = _tls_files(directory, ca)

@@ -11,11 +11,8 @@ nio is asyncio-only: this module must run in its own process, never under Trio.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 import time
-import traceback
 from typing import Any
 
 from nio import (
@@ -29,7 +26,7 @@ from nio import (
     UploadResponse,
 )
 
-from tests.support.nio_common import describe, raw, register
+from tests.support.nio_common import describe, raw, register, run_scenario
 
 REPLY_TIMEOUT = 20.0
 COMMANDS = {
@@ -131,13 +128,7 @@ async def scenario(homeserver: str, token: str, out: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> int:
     homeserver, token = argv
-    summary: dict[str, Any] = {}
-    try:
-        asyncio.run(scenario(homeserver, token, summary))
-    except Exception:
-        summary["exception"] = traceback.format_exc()
-    print(json.dumps(summary, ensure_ascii=False, sort_keys=True, default=str))
-    return 0
+    return run_scenario(lambda summary: scenario(homeserver, token, summary))
 
 
 if __name__ == "__main__":

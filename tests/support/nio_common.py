@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import traceback
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nio import Api, AsyncClient, AsyncClientConfig, ErrorResponse, RegisterResponse
@@ -47,3 +51,15 @@ async def register(homeserver: str, token: str, name: str, password: str,
         await client.close()
         raise AssertionError(f"registering {name}: {describe(resp)}")
     return client
+
+
+def run_scenario(scenario: Callable[[dict[str, Any]], Awaitable[None]]) -> int:
+    """Run a scenario that fills a summary and print it as JSON for the test to read;
+    an exception is reported in the summary, so the test shows where it stopped."""
+    summary: dict[str, Any] = {}
+    try:
+        asyncio.run(scenario(summary))  # type: ignore[arg-type]
+    except Exception:
+        summary["exception"] = traceback.format_exc()
+    print(json.dumps(summary, ensure_ascii=False, sort_keys=True, default=str))
+    return 0

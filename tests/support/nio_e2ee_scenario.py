@@ -22,11 +22,9 @@ nio is asyncio-only: this module runs in its own process, never under Trio.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +45,8 @@ from nio import (
 )
 from nio.crypto.sessions import InboundGroupSession
 from nio.event_builders import EnableEncryptionBuilder
+
+from tests.support.nio_common import run_scenario
 
 PASSWORD = "e2ee correct horse battery"
 SECRET = "the eagle flies at midnight 🦅"
@@ -261,13 +261,7 @@ async def scenario(homeserver: str, token: str, store_dir: Path, summary: dict[s
 
 def main(argv: list[str]) -> int:
     homeserver, token, store_dir = argv
-    summary: dict[str, Any] = {}
-    try:
-        asyncio.run(scenario(homeserver, token, Path(store_dir), summary))
-    except Exception:  # reported in the summary: the test shows where it stopped
-        summary["exception"] = traceback.format_exc()
-    print(json.dumps(summary, ensure_ascii=False, sort_keys=True))
-    return 0
+    return run_scenario(lambda summary: scenario(homeserver, token, Path(store_dir), summary))
 
 
 if __name__ == "__main__":

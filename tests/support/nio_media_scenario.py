@@ -13,12 +13,10 @@ nio is asyncio-only: this module must run in its own process, never under Trio.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import json
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,8 @@ from nio import (
 )
 from nio.api import ResizingMethod
 from PIL import Image
+
+from tests.support.nio_common import run_scenario
 
 USERNAME = "niomedia"
 PASSWORD = "nio media password"
@@ -95,13 +95,7 @@ async def scenario(homeserver: str, token: str, images: Path,
 
 def main(argv: list[str]) -> int:
     homeserver, token, images = argv
-    summary: dict[str, Any] = {}
-    try:
-        asyncio.run(scenario(homeserver, token, Path(images), summary))
-    except Exception:
-        summary["exception"] = traceback.format_exc()
-    print(json.dumps(summary, ensure_ascii=False, sort_keys=True, default=str))
-    return 0
+    return run_scenario(lambda summary: scenario(homeserver, token, Path(images), summary))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,6 @@ nio is asyncio-only: this module runs in its own process, never under Trio.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
@@ -49,7 +47,7 @@ from nio import (
 )
 
 from tests.support.nio_common import config as base_config
-from tests.support.nio_common import describe, raw
+from tests.support.nio_common import describe, raw, run_scenario
 from tests.support.nio_common import register as nio_register
 
 VERSIONS = ("1", "6", "10", "11", "12")
@@ -423,13 +421,7 @@ async def scenario(homeserver: str, token: str, summary: dict[str, Any]) -> None
 
 def main(argv: list[str]) -> int:
     homeserver, token = argv
-    summary: dict[str, Any] = {}
-    try:
-        asyncio.run(scenario(homeserver, token, summary))
-    except Exception:
-        summary["exception"] = traceback.format_exc()
-    print(json.dumps(summary, ensure_ascii=False, sort_keys=True, default=str))
-    return 0
+    return run_scenario(lambda summary: scenario(homeserver, token, summary))
 
 
 if __name__ == "__main__":

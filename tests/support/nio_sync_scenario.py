@@ -64,7 +64,7 @@ from nio import (
 from nio.api import ReceiptType
 
 from tests.support.nio_common import config as base_config
-from tests.support.nio_common import describe, raw
+from tests.support.nio_common import describe, raw, run_scenario
 from tests.support.nio_common import register as nio_register
 
 PASSWORD = "sync correct horse battery"
@@ -472,13 +472,7 @@ async def run_checks(live: Live, room_id: str, alice: AsyncClient, alice2: Async
 
 def main(argv: list[str]) -> int:
     homeserver, token = argv
-    summary: dict[str, Any] = {}
-    try:
-        asyncio.run(scenario(homeserver, token, summary))
-    except Exception:
-        summary["exception"] = traceback.format_exc()
-    print(json.dumps(summary, ensure_ascii=False, sort_keys=True, default=str))
-    return 0
+    return run_scenario(lambda summary: scenario(homeserver, token, summary))
 
 
 if __name__ == "__main__":
